@@ -1,0 +1,114 @@
+"""Typed configuration for the data engine, read from YAML with clear errors for bad input."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.noise import ConditionRanges
+from data.simulate import Microscope, SimulationConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DaskConfig:
+    address: str | None = None  # a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786
+    workers: int = 2  # local cluster size when no address is given
+    threads_per_worker: int = 1
+
+
+@dataclass
+class DataConfig:
+    output: str = "datasets/stem-small"
+    seed: int = 0
+    splits: dict = field(default_factory=lambda: {"train": 256, "val": 32, "test": 32})
+    image_size: int = 128
+    signal: str = "haadf"
+    heatmap_sigma: float = 0.3  # Å
+    thicknesses: list = field(default_factory=lambda: [30.0, 80.0])  # Å; each repeat image is cached
+    include_monolayers: bool = True
+    shard_size: int = 32
+    cache_dir: str = ".cache/repeats"
+    library: str | None = None  # path to a library.json.gz; default: the shipped one
+    microscope: Microscope = field(default_factory=Microscope)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    conditions: ConditionRanges = field(default_factory=ConditionRanges)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+
+    def __post_init__(self):
+        bad = set(self.splits) - {"train", "val", "test"}
+        if bad:
+            raise ConfigError(f"splits: unknown split(s) {sorted(bad)}; use train, val, test")
+        if any(int(n) < 0 for n in self.splits.values()):
+            raise ConfigError("splits: sample counts must be >= 0")
+        if self.image_size < 64 or self.image_size > 4096:
+            raise ConfigError(f"image_size {self.image_size} must be within 64-4096 px")
+        if self.shard_size < 1:
+            raise ConfigError("shard_size must be >= 1")
+        if not self.thicknesses or min(self.thicknesses) <= 0:
+            raise ConfigError("thicknesses must be a non-empty list of positive values (Å)")
+        if self.signal not in self.simulation.signals:
+            raise ConfigError(f"signal {self.signal!r} is not among the simulated signals {self.simulation.signals}")
+        from data.simulate import Simulator
+
+        Simulator(self.microscope, self.simulation)  # fails early on detector/sampling conflicts
+
+
+SECTIONS = {"microscope": Microscope, "simulation": SimulationConfig, "conditions": ConditionRanges,
+            "dask": DaskConfig}
+
+
+def _build(cls, data: Any, where: str):
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        section = SECTIONS.get(name) if cls is DataConfig else None
+        if section:
+            value = _build(section, value, name)
+        elif isinstance(value, list) and cls is not DataConfig:
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> DataConfig:
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return _build(DataConfig, raw, "")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

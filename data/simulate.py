@@ -1,0 +1,297 @@
+"""abTEM simulation of one periodic repeat unit of a crystal seen along a zone axis.
+
+A perfect crystal image is periodic, so we simulate only the orthogonal repeat unit (scan
+positions at Nyquist sampling over one cell of a potential tiled wide enough for the probe)
+and let ``data.scan`` tile, rotate, shift and resample it to any field of view.
+
+Two paths from the same abTEM objects:
+- ``multislice``: full multislice with annular (HAADF, ABF) and segmented (iDPC) detectors.
+- ``convolution``: abTEM's projected potential, raised to a power, convolved with abTEM's probe
+  intensity (the incoherent-imaging approximation). ~100x cheaper; used for bulk training data
+  and validated against multislice by ``bench/validate_convolution.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from data.zone_axes import Column, describe
+
+SIGNALS = ("haadf", "abf", "idpc")
+
+
+def wavelength(energy: float) -> float:
+    """Relativistic electron wavelength in Å for an energy in eV."""
+    from abtem.core.energy import energy2wavelength
+
+    return float(energy2wavelength(energy))
+
+
+@dataclass
+class Microscope:
+    energy: float = 200e3  # eV
+    semiangle: float = 21.0  # probe convergence semi-angle, mrad
+    defocus: float = 0.0  # Å (abTEM sign convention: positive is underfocus)
+    Cs: float = 0.0  # Å
+    aberrations: dict = field(default_factory=dict)  # any further abTEM aberration coefficients
+    haadf: tuple[float, float] = (70.0, 200.0)  # mrad
+    abf: tuple[float, float] | None = None  # default: (semiangle/2, semiangle)
+    dpc: tuple[float, float] | None = None  # segmented-detector radii; default (0.25, 1) x semiangle
+
+    def __post_init__(self):
+        if self.energy <= 0 or self.semiangle <= 0:
+            raise ValueError("microscope energy and convergence semi-angle must be positive")
+        lo, hi = self.haadf
+        if not 0 <= lo < hi:
+            raise ValueError(f"HAADF detector angles must satisfy 0 <= inner < outer, got {self.haadf}")
+        self.haadf = (float(lo), float(hi))
+        self.abf = tuple(self.abf) if self.abf else (self.semiangle / 2, self.semiangle)
+        self.dpc = tuple(self.dpc) if self.dpc else (0.25 * self.semiangle, self.semiangle)
+
+    def probe(self, **grid):
+        import abtem
+
+        return abtem.Probe(energy=self.energy, semiangle_cutoff=self.semiangle, defocus=self.defocus,
+                           Cs=self.Cs, **self.aberrations, **grid)
+
+
+@dataclass
+class SimulationConfig:
+    method: str = "convolution"  # "multislice" | "convolution"
+    thickness: float = 100.0  # Å; rounded to whole repeats along the beam
+    sampling: float | None = None  # potential sampling, Å; None: finest needed by the HAADF outer angle
+    slice_thickness: float = 2.0  # Å
+    min_lateral_extent: float = 10.0  # Å; potential tiled at least this wide so the probe fits
+    scan_sampling: float | None = None  # Å; None: Nyquist of the probe
+    output_sampling: float = 0.05  # Å; the repeat image is Fourier-interpolated to this
+    frozen_phonons: int = 0  # configurations; 0 = static lattice
+    phonon_sigma: float = 0.08  # Å, rms thermal displacement
+    signals: tuple[str, ...] = ("haadf",)
+    convolution_exponent: float = 1.6  # object = V_proj^exponent (fitted against multislice)
+    convolution_blur: float = 0.1  # Å, Gaussian smearing of V_proj before the power law (fitted)
+    convolution_scale: float = 1.0  # absolute scale: HAADF fraction per unit of object (fitted)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in ("multislice", "convolution"):
+            raise ValueError(f"simulation method must be 'multislice' or 'convolution', got {self.method!r}")
+        bad = set(self.signals) - set(SIGNALS)
+        if bad:
+            raise ValueError(f"unknown signals {sorted(bad)}; choose from {SIGNALS}")
+        if self.method == "convolution" and set(self.signals) != {"haadf"}:
+            raise ValueError("the convolution path models incoherent HAADF only; ABF/iDPC need method: multislice")
+        if self.thickness <= 0 or self.slice_thickness <= 0:
+            raise ValueError("thickness and slice_thickness must be positive")
+        self.signals = tuple(self.signals)
+
+
+@dataclass
+class RepeatImage:
+    """Noise-free images of one orthogonal repeat unit, rows along y, columns along x."""
+    signals: dict[str, np.ndarray]
+    cell: tuple[float, float]  # Å
+    thickness: float  # Å actually simulated
+    columns: list[Column]  # positions in the same frame as the images (pixel (0,0) at x=y=0)
+    method: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def sampling(self) -> tuple[float, float]:
+        ny, nx = next(iter(self.signals.values())).shape
+        return self.cell[0] / nx, self.cell[1] / ny
+
+    def save(self, path: Path):
+        np.savez_compressed(path, cell=np.array(self.cell), thickness=self.thickness, method=self.method,
+                            meta=json.dumps(self.meta), columns=json.dumps([asdict(c) for c in self.columns]),
+                            **{f"signal_{k}": v for k, v in self.signals.items()})
+
+    @classmethod
+    def load(cls, path: Path) -> "RepeatImage":
+        z = np.load(path, allow_pickle=False)
+        signals = {k[7:]: z[k] for k in z.files if k.startswith("signal_")}
+        return cls(signals, tuple(z["cell"]), float(z["thickness"]),
+                   [Column(**c) for c in json.loads(str(z["columns"]))], str(z["method"]), json.loads(str(z["meta"])))
+
+
+def max_detector_angle(sampling: float, energy: float) -> float:
+    """Largest scattering angle (mrad) a potential sampled at ``sampling`` represents after
+    abTEM's 2/3 anti-aliasing aperture."""
+    return 2 / 3 * wavelength(energy) / (2 * sampling) * 1e3
+
+
+def required_sampling(outer: float, energy: float) -> float:
+    return wavelength(energy) / (3 * outer * 1e-3)
+
+
+def _fft_friendly(n: int) -> int:
+    """Smallest 2^a 3^b 5^c 7^d >= n: such sizes avoid FFTW's slow paths (measured 4x here)."""
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _fourier_resample(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Band-limited resampling of a periodic image (exact for a Nyquist-sampled scan)."""
+    ny, nx = img.shape
+    my, mx = shape
+    F = np.fft.fftshift(np.fft.fft2(img))
+    out = np.zeros((my, mx), dtype=complex)
+    cy, cx = min(ny, my), min(nx, mx)
+    sy0, sx0 = ny // 2 - cy // 2, nx // 2 - cx // 2
+    dy0, dx0 = my // 2 - cy // 2, mx // 2 - cx // 2
+    out[dy0:dy0 + cy, dx0:dx0 + cx] = F[sy0:sy0 + cy, sx0:sx0 + cx]
+    return np.fft.ifft2(np.fft.ifftshift(out)).real * (my * mx) / (ny * nx)
+
+
+class Simulator:
+    """Simulates repeat units; results are cached on disk by a hash of everything that shapes them."""
+
+    def __init__(self, microscope: Microscope | None = None, config: SimulationConfig | None = None,
+                 cache_dir: Path | str | None = None):
+        self.microscope = microscope or Microscope()
+        self.config = config or SimulationConfig()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.sampling = self.config.sampling or 0.98 * required_sampling(self.microscope.haadf[1], self.microscope.energy)
+        limit = max_detector_angle(self.sampling, self.microscope.energy)
+        if self.microscope.haadf[1] > limit + 1e-6:
+            raise ValueError(
+                f"HAADF outer angle {self.microscope.haadf[1]:g} mrad exceeds the {limit:.0f} mrad that a potential "
+                f"sampling of {self.sampling:g} Å can represent (abTEM would silently clip it); use sampling <= "
+                f"{required_sampling(self.microscope.haadf[1], self.microscope.energy):.4f} Å or a smaller outer angle")
+
+    def key(self, atoms: Atoms) -> str:
+        payload = json.dumps({"m": asdict(self.microscope), "c": asdict(self.config), "s": self.sampling,
+                              "cell": np.round(atoms.cell.array, 4).tolist(),
+                              "pos": np.round(atoms.positions, 4).tolist(), "z": atoms.numbers.tolist()},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    def simulate(self, structure, zone_axis, thickness: float | None = None) -> RepeatImage:
+        """``structure``: a pymatgen Structure (e.g. ``Entry.structure``); ``zone_axis``: [u, v, w]."""
+        za, atoms, columns = describe(structure, tuple(zone_axis))
+        return self.simulate_atoms(atoms, columns, thickness, meta={"zone_axis": za.to_dict(),
+                                                                     "formula": structure.composition.reduced_formula})
+
+    def simulate_atoms(self, atoms: Atoms, columns: list[Column], thickness: float | None = None,
+                       meta: dict | None = None) -> RepeatImage:
+        cfg = self.config
+        thickness = thickness or cfg.thickness
+        Lz = atoms.cell[2, 2]
+        nz = max(1, int(round(thickness / Lz)))
+        path = None
+        if self.cache_dir:
+            path = self.cache_dir / f"{self.key(atoms)}-{nz}.npz"
+            if path.exists():
+                return RepeatImage.load(path)
+        meta = dict(meta or {})
+        meta.update(microscope=asdict(self.microscope), potential_sampling=self.sampling, repeats_along_beam=nz)
+        if cfg.method == "multislice":
+            signals = self._multislice(atoms, nz)
+        else:
+            signals = {"haadf": self._convolution(atoms, nz)}
+        out = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), nz * Lz, columns,
+                          cfg.method, meta)
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            out.save(tmp)
+            tmp.rename(path)
+        return out
+
+    def _output_shape(self, atoms: Atoms) -> tuple[int, int]:
+        Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
+        s = self.config.output_sampling
+        return int(np.ceil(Ly / s)), int(np.ceil(Lx / s))
+
+    def _potential(self, atoms: Atoms, reps: tuple[int, int, int], gpts=None):
+        import abtem
+
+        big = atoms * reps
+        if self.config.frozen_phonons > 0:
+            big = abtem.FrozenPhonons(big, num_configs=self.config.frozen_phonons,
+                                      sigmas=self.config.phonon_sigma, seed=self.config.seed)
+        if gpts is None:
+            cell = atoms.cell.array.diagonal()[:2] * reps[:2]
+            gpts = tuple(_fft_friendly(int(np.ceil(c / self.sampling))) for c in cell)
+        return abtem.Potential(big, gpts=gpts, slice_thickness=self.config.slice_thickness,
+                               projection="infinite", parametrization="lobato")
+
+    def _multislice(self, atoms: Atoms, nz: int) -> dict[str, np.ndarray]:
+        import abtem
+
+        mic, cfg = self.microscope, self.config
+        Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
+        reps = (int(np.ceil(cfg.min_lateral_extent / Lx)), int(np.ceil(cfg.min_lateral_extent / Ly)), nz)
+        potential = self._potential(atoms, reps)
+        probe = mic.probe()
+        probe.grid.match(potential)
+        step = cfg.scan_sampling or 0.9 * abtem.transfer.nyquist_sampling(mic.semiangle, mic.energy)
+        gpts = (int(np.ceil(Lx / step)), int(np.ceil(Ly / step)))
+        scan = abtem.GridScan(start=(0, 0), end=(Lx, Ly), gpts=gpts, endpoint=False)
+        detectors = {"haadf": abtem.AnnularDetector(*mic.haadf)}
+        if "abf" in cfg.signals:
+            detectors["abf"] = abtem.AnnularDetector(*mic.abf)
+        if "idpc" in cfg.signals:
+            detectors["idpc"] = abtem.SegmentedDetector(1, 4, *mic.dpc)
+        names = [k for k in detectors if k in cfg.signals or k == "haadf"]
+        measurements = probe.scan(potential, scan=scan, detectors=[detectors[k] for k in names])
+        if not isinstance(measurements, list):
+            measurements = abtem.array.ComputableList([measurements])
+        results = measurements.compute(progress_bar=False)  # one multislice pass for all detectors
+        out = {}
+        shape = self._output_shape(atoms)
+        for name, m in zip(names, results):
+            if name == "idpc":
+                # quadrant bins start at +x and run counter-clockwise: x = (0,3) - (1,2), y = (0,1) - (2,3)
+                m = m.differentials(direction_1=((1, 2), (0, 3)), direction_2=((2, 3), (0, 1))).integrate_gradient()
+            arr = np.asarray(m.array, dtype=np.float64)
+            while arr.ndim > 2:  # frozen-phonon ensemble
+                arr = arr.mean(0)
+            out[name] = _fourier_resample(arr.T, shape)
+        return out
+
+    def projected_potential(self, atoms: Atoms) -> np.ndarray:
+        """abTEM's projected potential of one repeat per Å of thickness, on the output grid."""
+        ny, nx = self._output_shape(atoms)
+        potential = self._potential(atoms, (1, 1, 1), gpts=(nx, ny))
+        return np.asarray(potential.build(lazy=False).project().array, dtype=np.float64).T / atoms.cell[2, 2]
+
+    def probe_psf(self, atoms: Atoms) -> np.ndarray:
+        """abTEM's probe intensity folded onto the periodic cell (unit sum).
+
+        Built on a grid m times the cell at the same sampling and folded back: exactly the
+        periodic sum of the non-periodic probe, with no wrap-around interference.
+        """
+        Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
+        ny, nx = self._output_shape(atoms)
+        my, mx = (int(np.ceil(self.config.min_lateral_extent * 2 / L)) for L in (Ly, Lx))
+        probe = self.microscope.probe(gpts=(mx * nx, my * ny), extent=(mx * Lx, my * Ly))
+        intensity = np.asarray(probe.build(scan=np.zeros((1, 2)), lazy=False).intensity().array,
+                               dtype=np.float64).reshape(mx * nx, my * ny).T
+        return intensity.reshape(my, ny, mx, nx).sum(axis=(0, 2)) / intensity.sum()
+
+    def convolve(self, vproj: np.ndarray, psf: np.ndarray, thickness: float, cell: tuple[float, float]) -> np.ndarray:
+        """Incoherent image: probe ⊗ (blurred V_proj)^exponent, scaled to a detector fraction."""
+        cfg = self.config
+        ny, nx = vproj.shape
+        if cfg.convolution_blur > 0:  # thermal smearing and channelling spread of the columns
+            ky, kx = np.fft.fftfreq(ny, cell[1] / ny)[:, None], np.fft.fftfreq(nx, cell[0] / nx)[None, :]
+            vproj = np.fft.ifft2(np.fft.fft2(vproj) * np.exp(-2 * np.pi ** 2 * cfg.convolution_blur ** 2
+                                                                  * (kx ** 2 + ky ** 2))).real
+        obj = np.clip(vproj, 0, None) ** cfg.convolution_exponent
+        img = np.fft.ifft2(np.fft.fft2(obj) * np.fft.fft2(psf)).real
+        return cfg.convolution_scale * thickness * np.clip(img, 0, None)
+
+    def _convolution(self, atoms: Atoms, nz: int) -> np.ndarray:
+        return self.convolve(self.projected_potential(atoms), self.probe_psf(atoms), nz * atoms.cell[2, 2],
+                             (atoms.cell[0, 0], atoms.cell[1, 1]))

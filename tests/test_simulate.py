@@ -1,0 +1,101 @@
+"""Real abTEM simulations on tiny grids: column labels, detector limits, the cheap path, caching."""
+import numpy as np
+import pytest
+
+from data.prototypes import build_bulk
+from data.scan import refine_peak
+from data.simulate import Microscope, SimulationConfig, Simulator, max_detector_angle, required_sampling
+
+SMALL_MIC = Microscope(energy=200e3, semiangle=21.0, haadf=(45.0, 100.0))
+
+
+@pytest.fixture(scope="module")
+def srtio3():
+    return build_bulk("perovskite", {"A": "Sr", "B": "Ti", "X": "O"}, 3.905)
+
+
+@pytest.fixture(scope="module")
+def multislice(srtio3):
+    cfg = SimulationConfig(method="multislice", thickness=12.0, sampling=0.08, min_lateral_extent=7.0,
+                           signals=("haadf", "abf", "idpc"))
+    return Simulator(SMALL_MIC, cfg).simulate(srtio3, (1, 0, 0))
+
+
+def peak_errors(img, repeat, elements):
+    """Distance (Å) from each labelled column of the given elements to its nearest intensity maximum."""
+    dx, dy = repeat.sampling
+    ny, nx = img.shape
+    tiled = np.tile(img, (3, 3))
+    errs = []
+    for c in repeat.columns:
+        if c.element in elements:
+            px, py = refine_peak(tiled, c.x / dx + nx, c.y / dy + ny, radius=3)
+            errs.append(np.hypot((px - nx) * dx - c.x, (py - ny) * dy - c.y))
+    return np.array(errs)
+
+
+def test_detector_clipping_is_refused():
+    with pytest.raises(ValueError, match="exceeds"):
+        Simulator(Microscope(haadf=(70, 200)), SimulationConfig(sampling=0.05))
+    # the automatic sampling resolves the outer angle, as abTEM's anti-aliasing aperture allows
+    sim = Simulator(Microscope(haadf=(70, 200)), SimulationConfig())
+    assert sim.sampling <= 0.042
+    assert max_detector_angle(sim.sampling, 200e3) >= 200
+    assert required_sampling(200, 200e3) == pytest.approx(0.0418, abs=5e-4)
+
+
+def test_multislice_labels_sit_on_haadf_maxima(multislice):
+    assert multislice.thickness == pytest.approx(3 * 3.905)
+    errs = peak_errors(multislice.signals["haadf"], multislice, {"Sr", "Ti"})
+    assert len(errs) == 2 and errs.max() <= 0.1
+
+
+def test_haadf_z_contrast_and_abf_idpc_from_the_same_run(multislice):
+    h, abf, idpc = (multislice.signals[k] for k in ("haadf", "abf", "idpc"))
+    dx, dy = multislice.sampling
+
+    def at(img, col):
+        return img[int(round(col.y / dy)) % img.shape[0], int(round(col.x / dx)) % img.shape[1]]
+
+    sr = next(c for c in multislice.columns if c.element == "Sr")
+    o = next(c for c in multislice.columns if set(c.elements) == {"O"})
+    assert at(h, sr) > 5 * at(h, o)  # Sr (Z=38) far brighter than O (Z=8) in HAADF
+    assert at(abf, o) < np.median(abf)  # ABF shows even oxygen columns as dark dips
+    assert at(idpc, sr) > np.median(idpc) and at(idpc, o) > np.median(idpc)  # iDPC: all columns bright
+
+
+def test_convolution_path_agrees_with_multislice_positions(srtio3, multislice):
+    conv = Simulator(SMALL_MIC, SimulationConfig(method="convolution", thickness=12.0, sampling=0.08,
+                                                  min_lateral_extent=7.0)).simulate(srtio3, (1, 0, 0))
+    assert conv.signals["haadf"].shape == multislice.signals["haadf"].shape
+    errs = peak_errors(conv.signals["haadf"], conv, {"Sr", "Ti"})
+    assert errs.max() <= 0.05  # 5 pm
+    r = np.corrcoef(conv.signals["haadf"].ravel(), multislice.signals["haadf"].ravel())[0, 1]
+    assert r > 0.8
+
+
+def test_convolution_labels_on_maxima_for_a_dumbbell_crystal():
+    gaas = build_bulk("zincblende", {"A": "Ga", "X": "As"}, 5.653)
+    rep = Simulator(Microscope(), SimulationConfig(method="convolution", thickness=40.0)).simulate(gaas, (1, 1, 0))
+    errs = peak_errors(rep.signals["haadf"], rep, {"Ga", "As"})
+    assert len(errs) == 4 and errs.max() <= 0.1  # the 1.41 Å Ga-As dumbbells resolve
+
+
+def test_repeat_images_are_cached_on_disk(tmp_path, srtio3):
+    sim = Simulator(SMALL_MIC, SimulationConfig(method="convolution", thickness=8.0, sampling=0.08), tmp_path)
+    a = sim.simulate(srtio3, (1, 1, 0))
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    b = sim.simulate(srtio3, (1, 1, 0))
+    np.testing.assert_array_equal(a.signals["haadf"], b.signals["haadf"])
+    assert [c.element for c in a.columns] == [c.element for c in b.columns]
+
+
+def test_bad_simulation_config_is_rejected():
+    with pytest.raises(ValueError, match="method"):
+        SimulationConfig(method="prism-ish")
+    with pytest.raises(ValueError, match="signals"):
+        SimulationConfig(signals=("haadf", "eels"))
+    with pytest.raises(ValueError, match="multislice"):
+        SimulationConfig(method="convolution", signals=("haadf", "abf"))
+    with pytest.raises(ValueError, match="detector"):
+        Microscope(haadf=(200, 70))
