@@ -37,7 +37,7 @@ def features(size: int):
         "columns_x_A": Sequence(f32), "columns_y_A": Sequence(f32),
         "columns_element": Sequence(Value("string")), "columns_Z": Sequence(Value("int32")),
         "columns_composition": Sequence(Value("string")), "columns_occupancy": Sequence(f32),
-        "columns_z_weight": Sequence(f32),
+        "columns_z_weight": Sequence(f32), "columns_visible": Sequence(Value("bool")),
         "signal": Value("string"), "pixel_size": f32, "dose": f32, "thickness": f32, "rotation": f32,
         "noise": {k: f32 for k in ("dose", "source_size", "gain", "offset", "read_noise", "background")},
         "geometry": {"offset": Sequence(f32), "drift": Sequence(f32), "jitter": f32},
@@ -72,7 +72,7 @@ def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], sim
     repeat = simulator.simulate(entry.structure, za["uvw"], thickness)
     shape = (cfg.image_size, cfg.image_size)
     conditions = draw_conditions(rng, cfg.conditions, shape, repeat.cell)
-    sample = make_sample(repeat, conditions, rng, cfg.signal, cfg.heatmap_sigma)
+    sample = make_sample(repeat, conditions, rng, cfg.signal, cfg.heatmap_sigma, cfg.heatmap_min_weight)
     return sample.record() | {
         "template_id": entry.id, "formula": entry.reduced_formula, "prototype": entry.prototype,
         "kind": entry.kind, "spacegroup": entry.spacegroup, "zone_axis": list(za["uvw"]),
@@ -82,12 +82,13 @@ def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], sim
 def build_shard(cfg_dict: dict, split: str, shard: int, shard_dir: str) -> dict:
     """Write one shard (runs on a dask worker); returns its timing."""
     import dask
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
 
     from data.config import _build
     from data.simulate import Simulator
 
     warnings.filterwarnings("ignore")
+    disable_progress_bars()  # one bar for the whole build, not one per shard
     cfg = _build(DataConfig, cfg_dict, "")
     out = Path(shard_dir) / f"{split}-{shard:05d}"
     n = int(cfg.splits[split])
@@ -149,6 +150,9 @@ def build(cfg: DataConfig, progress: bool = True) -> Path:
             splits[split] = concatenate_datasets(parts)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    from datasets import disable_progress_bars
+
+    disable_progress_bars()
     DatasetDict(splits).save_to_disk(str(tmp))
     built = sum(s["samples"] for s in stats)
     info = {"config": cfg_dict, "samples": {k: len(v) for k, v in splits.items()},

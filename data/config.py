@@ -31,6 +31,7 @@ class DataConfig:
     image_size: int = 128
     signal: str = "haadf"
     heatmap_sigma: float = 0.3  # Å
+    heatmap_min_weight: float = 0.12  # columns fainter than this share of the brightest (Z^1.7) are not targets
     thicknesses: list = field(default_factory=lambda: [30.0, 80.0])  # Å; each repeat image is cached
     include_monolayers: bool = True
     shard_size: int = 32

@@ -30,7 +30,7 @@ class Sample:
             "columns_x_A": c.x_A.astype(np.float32), "columns_y_A": c.y_A.astype(np.float32),
             "columns_element": list(c.element), "columns_Z": c.Z.astype(np.int32),
             "columns_composition": list(c.composition), "columns_occupancy": c.occupancy.astype(np.float32),
-            "columns_z_weight": c.z_weight.astype(np.float32),
+            "columns_z_weight": c.z_weight.astype(np.float32), "columns_visible": c.visible.astype(bool),
             "signal": self.signal, "pixel_size": float(g.pixel_size), "dose": float(n.dose),
             "thickness": float(self.thickness), "rotation": float(g.rotation),
             "noise": {k: float(v) for k, v in asdict(n).items()},
@@ -40,7 +40,7 @@ class Sample:
 
 
 def make_sample(repeat: RepeatImage, conditions: Conditions, rng: np.random.Generator, signal: str = "haadf",
-                heatmap_sigma: float = 0.3) -> Sample:
+                heatmap_sigma: float = 0.3, min_visible_weight: float = 0.0) -> Sample:
     geometry, noise = conditions.geometry, conditions.noise
     steady = replace(geometry, jitter=0.0)
     fraction = render(repeat, steady, signal, noise.source_sigma)
@@ -48,6 +48,6 @@ def make_sample(repeat: RepeatImage, conditions: Conditions, rng: np.random.Gene
     background = noise.background_field(fraction, rng)
     clean = noise.expected_signal(fraction, background, geometry.pixel_size)
     noisy = noise.sample(jittered, background, geometry.pixel_size, rng)
-    labels = column_labels(repeat, steady)
+    labels = column_labels(repeat, steady, min_visible_weight=min_visible_weight)
     return Sample(noisy.astype(np.float32), clean.astype(np.float32),
                   heatmap(labels, geometry.shape, heatmap_sigma), labels, conditions, signal, repeat.thickness)

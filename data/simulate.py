@@ -72,9 +72,11 @@ class SimulationConfig:
     frozen_phonons: int = 0  # configurations; 0 = static lattice
     phonon_sigma: float = 0.08  # Å, rms thermal displacement
     signals: tuple[str, ...] = ("haadf",)
-    convolution_exponent: float = 1.6  # object = V_proj^exponent (fitted against multislice)
-    convolution_blur: float = 0.1  # Å, Gaussian smearing of V_proj before the power law (fitted)
-    convolution_scale: float = 1.0  # absolute scale: HAADF fraction per unit of object (fitted)
+    # object = (V_proj blurred)^exponent x scale; fitted against multislice on 7 crystals at 200 kV,
+    # 21 mrad, 70-200 mrad by bench/validate_convolution.py (bench/results/convolution_validation.json)
+    convolution_exponent: float = 2.6
+    convolution_blur: float = 0.0  # Å
+    convolution_scale: float = 7.4e-9  # detector fraction per unit object per Å of thickness
     seed: int = 0
 
     def __post_init__(self):
@@ -188,6 +190,15 @@ class Simulator:
         thickness = thickness or cfg.thickness
         Lz = atoms.cell[2, 2]
         nz = max(1, int(round(thickness / Lz)))
+        # the convolution image is linear in thickness: one cached repeat serves every thickness
+        n_sim = nz if cfg.method == "multislice" else 1
+        out = self._cached(atoms, columns, n_sim, meta)
+        if n_sim != nz:
+            out = RepeatImage({k: v * (nz / n_sim) for k, v in out.signals.items()}, out.cell, nz * Lz, out.columns,
+                              out.method, out.meta | {"repeats_along_beam": nz})
+        return out
+
+    def _cached(self, atoms: Atoms, columns: list[Column], nz: int, meta: dict | None) -> RepeatImage:
         path = None
         if self.cache_dir:
             path = self.cache_dir / f"{self.key(atoms)}-{nz}.npz"
@@ -195,12 +206,12 @@ class Simulator:
                 return RepeatImage.load(path)
         meta = dict(meta or {})
         meta.update(microscope=asdict(self.microscope), potential_sampling=self.sampling, repeats_along_beam=nz)
-        if cfg.method == "multislice":
+        if self.config.method == "multislice":
             signals = self._multislice(atoms, nz)
         else:
             signals = {"haadf": self._convolution(atoms, nz)}
-        out = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), nz * Lz, columns,
-                          cfg.method, meta)
+        out = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), nz * atoms.cell[2, 2],
+                          columns, self.config.method, meta)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")

@@ -103,3 +103,22 @@ def test_lattice_constants_match_independent_experiment(library):
 def test_textbook_lattice_constants(library, entry_id, a):
     e = next(e for e in library if e.id == entry_id)
     assert e.lattice["a"] == pytest.approx(a, rel=0.005)
+
+
+def test_users_extend_the_library_with_their_own_cifs(tmp_path, library):
+    from data.library import read_cif_dir
+
+    src = next(e for e in library if e.id == "SrTiO3-perovskite").structure
+    src.to(filename=str(tmp_path / "my_srtio3.cif"))
+    (entry,) = read_cif_dir(tmp_path)
+    assert entry.reduced_formula == "SrTiO3" and entry.spacegroup_number == 221
+    assert entry.provenance == {"source": "user CIF", "ref": "my_srtio3.cif"}
+    assert entry.lattice["a"] == pytest.approx(3.905, abs=1e-4)
+
+
+def test_materials_project_needs_a_key(monkeypatch):
+    from data.library import read_materials_project
+
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="MP_API_KEY"):
+        read_materials_project(["mp-149"])

@@ -121,3 +121,15 @@ def test_orthogonal_cell_of_hexagonal_plan_view():
     assert atoms.cell[0, 1] == pytest.approx(0) and atoms.cell[1, 0] == pytest.approx(0)
     assert atoms.cell[1, 1] / atoms.cell[0, 0] == pytest.approx(np.sqrt(3))
     assert len(orthogonal_cell(atoms)) == len(atoms)
+
+
+def test_light_columns_next_to_heavy_ones_are_not_heatmap_targets():
+    srtio3 = build_bulk("perovskite", {"A": "Sr", "B": "Ti", "X": "O"}, 3.905)
+    rep = Simulator(Microscope(), CONV).simulate(srtio3, (1, 0, 0))
+    g = ScanGeometry(shape=(64, 64), pixel_size=0.1)
+    labels = column_labels(rep, g, min_visible_weight=0.12)
+    seen = {comp for comp, v in zip(labels.composition, labels.visible) if v}
+    assert seen == {"Sr1", "O1Ti1"}  # pure-oxygen columns (7 % of Sr in Z^1.7) are left out
+    hm = heatmap(labels, g.shape)
+    o = [(x, y) for x, y, c in zip(labels.x_px, labels.y_px, labels.composition) if c == "O1"]
+    assert all(hm[int(round(y)), int(round(x))] < 0.1 for x, y in o if 2 < x < 61 and 2 < y < 61)

@@ -88,6 +88,11 @@ def test_repeat_images_are_cached_on_disk(tmp_path, srtio3):
     b = sim.simulate(srtio3, (1, 1, 0))
     np.testing.assert_array_equal(a.signals["haadf"], b.signals["haadf"])
     assert [c.element for c in a.columns] == [c.element for c in b.columns]
+    # the incoherent image is linear in thickness, so one cached repeat serves every thickness
+    c = sim.simulate(srtio3, (1, 1, 0), thickness=3 * a.thickness)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert c.thickness == pytest.approx(3 * a.thickness)
+    np.testing.assert_allclose(c.signals["haadf"], 3 * a.signals["haadf"])
 
 
 def test_bad_simulation_config_is_rejected():
