@@ -1,0 +1,112 @@
+"""The denoiser: architecture, column extraction, tiling, checkpoints, a few seconds of real training."""
+import numpy as np
+import pytest
+import torch
+
+from data.library import load_library
+from data.noise import Conditions, NoiseModel
+from data.sample import make_sample
+from data.scan import ScanGeometry
+from data.simulate import Simulator
+from model.columns import extract_columns, match_columns
+from model.denoiser import DEFAULT_CHECKPOINT, CheckpointError, Denoiser
+from model.training import DenoiserModule, dihedral
+from model.unet import create_model
+
+
+def test_unet_shapes_and_registry():
+    net = create_model("unet", encoder="resnet18d", decoder_channels=[32, 24, 16, 16], stem_channels=8)
+    den, heat = net(torch.zeros(2, 1, 64, 96))
+    assert den.shape == (2, 1, 64, 96) and heat.shape == (2, 1, 64, 96)
+    assert net.stride == 16
+    with pytest.raises(KeyError):
+        create_model("vit-huge")
+
+
+def test_column_extraction_is_subpixel_and_metrics_count():
+    yy, xx = np.mgrid[0:64, 0:64]
+    truth = np.array([[10.3, 12.7], [40.6, 20.2], [30.1, 50.9]])
+    hm = np.max([np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 3.0 ** 2)) for x, y in truth], axis=0)
+    cols = extract_columns(hm, hm, pixel_size=0.1, refine_radius=0.3)
+    s = match_columns(cols.xy, truth * 0.1, radius=0.5)
+    assert s.f1 == 1.0 and s.rmse < 0.005  # < 0.5 pm
+    s = match_columns(cols.xy[:2], truth * 0.1)
+    assert s.precision == 1.0 and s.recall == pytest.approx(2 / 3)
+
+
+def test_dihedral_group_has_eight_distinct_elements():
+    x = torch.arange(9.0).reshape(3, 3)
+    assert len({tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}) == 8
+
+
+def test_missing_and_corrupt_checkpoints_fail_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        Denoiser.from_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02 definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        Denoiser.from_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(CheckpointError, match="not a stem2struct"):
+        Denoiser.from_checkpoint(other)
+
+
+@pytest.fixture(scope="module")
+def tiny_batch():
+    """Real data-engine samples of two training materials."""
+    lib = {e.id: e for e in load_library(split="train")}
+    sim = Simulator()
+    samples = []
+    for k, entry in enumerate(list(lib.values())[:4]):
+        rep = sim.simulate(entry.structure, entry.zone_axes[0]["uvw"], 40.0)
+        cond = Conditions(ScanGeometry((64, 64), 0.1, rotation=15.0 * k), NoiseModel(dose=1e4))
+        samples.append(make_sample(rep, cond, np.random.default_rng(k)))
+    return {"noisy": torch.tensor(np.stack([s.noisy for s in samples])),
+            "clean": torch.tensor(np.stack([s.clean for s in samples])),
+            "heatmap": torch.tensor(np.stack([s.heatmap for s in samples]))}
+
+
+def test_a_few_seconds_of_training_lower_the_loss(tiny_batch):
+    torch.manual_seed(0)
+    module = DenoiserModule(decoder_channels=(32, 24, 16, 16), stem_channels=8)
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = module._loss(tiny_batch, augment=False)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+
+
+def test_tiling_matches_a_single_pass():
+    torch.manual_seed(0)
+    den = Denoiser(create_model("unet", decoder_channels=[32, 24, 16, 16], stem_channels=8), tile=128, overlap=32)
+    img = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+    d1, h1 = den.predict_normalized(img, tile=256)  # the whole image at once
+    d2, h2 = den.predict_normalized(img, tile=128)  # 3 x 3 blended tiles
+    # an untrained net has the full receptive field at its tile borders: agreement is loose there and
+    # exact far from them; trained nets are checked in the shipped-checkpoint test
+    centre = (slice(112, 144), slice(112, 144))
+    assert np.abs(d1 - d2)[centre].max() < 0.02 * np.abs(d1).max()
+    assert np.corrcoef(d1.ravel(), d2.ravel())[0, 1] > 0.98
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped denoiser checkpoint yet")
+def test_shipped_checkpoint_finds_columns_on_unseen_material():
+    den = Denoiser.from_checkpoint()
+    entry = next(e for e in load_library(split="test", kind="bulk") if e.id == "ZrN-rocksalt")
+    rep = Simulator().simulate(entry.structure, entry.zone_axes[1]["uvw"], 60.0)
+    g = ScanGeometry((256, 256), 0.1, rotation=23.0, offset=(0.3, 0.7))
+    s = make_sample(rep, Conditions(g, NoiseModel(dose=1e4, gain=2.0, offset=20.0)), np.random.default_rng(5))
+    result = den(s.noisy, 0.1)
+    truth = np.stack([s.columns.x_A, s.columns.y_A], 1)
+    inner = lambda xy: xy[(xy.min(1) > 1.0) & (xy.max(1) < 24.6)]  # noqa: E731  edge columns are cut
+    score = match_columns(inner(result.columns.xy), inner(truth))
+    assert score.f1 >= 0.95
+    # tiled and single-pass inference agree on the columns of a trained net
+    tiled = den(s.noisy, 0.1, tile=128)
+    again = match_columns(inner(tiled.columns.xy), inner(result.columns.xy), radius=0.05)
+    assert again.f1 >= 0.99
