@@ -28,7 +28,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from data.prototypes import BULK_PROTOTYPES, build_bulk, build_monolayer, parse_params, parse_species
-from data.zone_axes import ZoneAxis, select_zone_axes
+from data.zone_axes import describe, select_zone_axes
 
 LIB_DIR = Path(__file__).parent / "library"
 LIBRARY_FILE = LIB_DIR / "library.json.gz"
@@ -196,10 +196,7 @@ def build(cif_dir: Path | None = None, mp_ids: list[str] | None = None, progress
     kept, no_axes = [], []
     for e in tqdm(entries, desc="zone axes", disable=not progress):
         if e.kind == "monolayer":
-            from data.zone_axes import describe
-
-            za, _, _ = describe(e.structure, PLAN_VIEW)
-            axes = [za]
+            axes = [describe(e.structure, PLAN_VIEW)[0]]
         else:
             axes = select_zone_axes(e.structure)
         if e.kind == "bulk" and len(axes) < 3:
