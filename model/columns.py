@@ -16,6 +16,7 @@ class Columns:
     score: np.ndarray  # heatmap peak value in [0, 1]
     intensity: np.ndarray  # denoised image at the column
     pixel_size: float  # Å
+    cls: np.ndarray | None = None  # 1 = heavy, 0 = light (two intensity classes), see ``classify``
 
     @property
     def x(self) -> np.ndarray:
@@ -32,9 +33,23 @@ class Columns:
     def __len__(self) -> int:
         return len(self.x_px)
 
+    def classify(self, min_contrast: float = 1.5) -> np.ndarray:
+        """Heavy/light columns by Otsu's threshold on intensity, when the brightest are at least
+        ``min_contrast`` times the faintest (else one class: all heavy)."""
+        from skimage.filters import threshold_otsu
+
+        cls = np.ones(len(self), dtype=np.int64)
+        if len(self) >= 2:
+            lo, hi = np.percentile(self.intensity, [5, 95])
+            if lo > 0 and hi / lo >= min_contrast:
+                cls = (self.intensity > threshold_otsu(self.intensity)).astype(np.int64)
+        self.cls = cls
+        return cls
+
     def to_dict(self) -> dict:
+        cls = self.classify() if self.cls is None else self.cls
         return {"x": self.x.round(4).tolist(), "y": self.y.round(4).tolist(), "score": self.score.round(4).tolist(),
-                "intensity": self.intensity.round(6).tolist(), "pixel_size": self.pixel_size}
+                "intensity": self.intensity.round(6).tolist(), "class": cls.tolist(), "pixel_size": self.pixel_size}
 
 
 def extract_columns(heatmap: np.ndarray, denoised: np.ndarray, pixel_size: float, threshold: float = 0.4,

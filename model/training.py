@@ -160,7 +160,8 @@ class ExportBest(pl.Callback):
             module.load_state_dict(state)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         dm = trainer.datamodule
-        meta = {"git_commit": _git_commit(), "best_checkpoint": best, "epochs": trainer.current_epoch + 1,
+        meta = {"git_commit": _git_commit(), "best_checkpoint": best,
+                "epochs": trainer.current_epoch,  # completed: the counter has moved past the last one
                 "val_metrics_last_epoch": metrics, "dataset": getattr(dm, "path", None),
                 "data_config": getattr(dm, "data_config", None)}
         module.export(path, meta)

@@ -32,6 +32,10 @@ def test_column_extraction_is_subpixel_and_metrics_count():
     assert s.f1 == 1.0 and s.rmse < 0.005  # < 0.5 pm
     s = match_columns(cols.xy[:2], truth * 0.1)
     assert s.precision == 1.0 and s.recall == pytest.approx(2 / 3)
+    cols.intensity = np.array([10.0, 2.0, 9.0])  # two heavy columns, one light
+    assert cols.classify().tolist() == [1, 0, 1]
+    cols.intensity = np.array([10.0, 9.5, 9.0])  # no contrast: one class
+    assert cols.classify().tolist() == [1, 1, 1]
 
 
 def test_dihedral_group_has_eight_distinct_elements():
@@ -97,12 +101,12 @@ def test_tiling_matches_a_single_pass():
 @pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped denoiser checkpoint yet")
 def test_shipped_checkpoint_finds_columns_on_unseen_material():
     den = Denoiser.from_checkpoint()
-    entry = next(e for e in load_library(split="test", kind="bulk") if e.id == "ZrN-rocksalt")
-    rep = Simulator().simulate(entry.structure, entry.zone_axes[1]["uvw"], 60.0)
+    entry = next(e for e in load_library(split="test") if e.id == "Si-diamond")  # never trained on
+    rep = Simulator().simulate(entry.structure, (1, 1, 0), 60.0)  # the 1.36 Å dumbbells
     g = ScanGeometry((256, 256), 0.1, rotation=23.0, offset=(0.3, 0.7))
     s = make_sample(rep, Conditions(g, NoiseModel(dose=1e4, gain=2.0, offset=20.0)), np.random.default_rng(5))
     result = den(s.noisy, 0.1)
-    truth = np.stack([s.columns.x_A, s.columns.y_A], 1)
+    truth = np.stack([s.columns.x_A, s.columns.y_A], 1)  # single element: every column is visible
     inner = lambda xy: xy[(xy.min(1) > 1.0) & (xy.max(1) < 24.6)]  # noqa: E731  edge columns are cut
     score = match_columns(inner(result.columns.xy), inner(truth))
     assert score.f1 >= 0.95
@@ -110,3 +114,24 @@ def test_shipped_checkpoint_finds_columns_on_unseen_material():
     tiled = den(s.noisy, 0.1, tile=128)
     again = match_columns(inner(tiled.columns.xy), inner(result.columns.xy), radius=0.05)
     assert again.f1 >= 0.99
+
+
+def test_train_cli_fits_and_exports_a_loadable_checkpoint(tmp_path):
+    """`python train.py fit` end to end on a tiny dataset the data engine builds on demand."""
+    import yaml
+
+    data_cfg = tmp_path / "data.yaml"
+    data_cfg.write_text(yaml.safe_dump({"splits": {"train": 8, "val": 2}, "image_size": 64, "thicknesses": [20.0],
+                                        "shard_size": 8, "cache_dir": str(tmp_path / "cache"), "dask": {"workers": 1}}))
+    export = tmp_path / "den.pt"
+    import train
+
+    train.main(["fit", "--config", "configs/denoiser.yaml", f"--data.path={tmp_path / 'ds'}",
+                f"--data.data_config={data_cfg}", "--data.batch_size=4", "--data.num_workers=0",
+                "--model.decoder_channels=[16,16,16,8]", "--model.crop=null", f"--model.export_path={export}",
+                "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path / 'runs'}",
+                "--trainer.enable_progress_bar=false"])
+    den = Denoiser.from_checkpoint(export)
+    assert den.model.config.decoder_channels == (16, 16, 16, 8)
+    assert den.meta["epochs"] == 1 and "val/f1" in den.meta["val_metrics_last_epoch"]
