@@ -44,6 +44,7 @@ def features(size: int):
         "template_id": Value("string"), "formula": Value("string"), "prototype": Value("string"),
         "kind": Value("string"), "spacegroup": Value("string"), "zone_axis": Sequence(Value("int32")),
         "zone_label": Value("string"), "method": Value("string"), "split": Value("string"),
+        "microscope": {k: f32 for k in ("energy", "semiangle", "defocus", "Cs", "haadf_inner", "haadf_outer")},
         "index": Value("int64"),
     })
 
@@ -62,21 +63,26 @@ def candidates(cfg: DataConfig, split: str) -> list[tuple]:
     return [(e, z) for e in entries for z in e.zone_axes]
 
 
-def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], simulator) -> dict:
+def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], simulators: list) -> dict:
     from data.noise import draw_conditions
     from data.sample import make_sample
 
     rng = sample_rng(cfg.seed, split, index)
     entry, za = pairs[int(rng.integers(len(pairs)))]
     thickness = float(rng.choice(cfg.thicknesses))
+    # one instrument draws nothing, so single-microscope datasets stay as they were
+    simulator = simulators[int(rng.integers(len(simulators)))] if len(simulators) > 1 else simulators[0]
     repeat = simulator.simulate(entry.structure, za["uvw"], thickness)
+    mic = simulator.microscope
     shape = (cfg.image_size, cfg.image_size)
     conditions = draw_conditions(rng, cfg.conditions, shape, repeat.cell)
     sample = make_sample(repeat, conditions, rng, cfg.signal, cfg.heatmap_sigma, cfg.heatmap_min_weight)
     return sample.record() | {
         "template_id": entry.id, "formula": entry.reduced_formula, "prototype": entry.prototype,
         "kind": entry.kind, "spacegroup": entry.spacegroup, "zone_axis": list(za["uvw"]),
-        "zone_label": za["label"], "method": repeat.method, "split": split, "index": index}
+        "zone_label": za["label"], "method": repeat.method, "split": split, "index": index,
+        "microscope": {"energy": mic.energy, "semiangle": mic.semiangle, "defocus": mic.defocus, "Cs": mic.Cs,
+                       "haadf_inner": mic.haadf[0], "haadf_outer": mic.haadf[1]}}
 
 
 def build_shard(cfg_dict: dict, split: str, shard: int, shard_dir: str) -> dict:
@@ -96,11 +102,11 @@ def build_shard(cfg_dict: dict, split: str, shard: int, shard_dir: str) -> dict:
     if out.exists():
         return {"split": split, "shard": shard, "samples": 0, "seconds": 0.0, "skipped": True}
     t0 = time.perf_counter()
-    simulator = Simulator(cfg.microscope, cfg.simulation, cfg.cache_dir)
+    simulators = [Simulator(m, cfg.simulation, cfg.cache_dir) for m in cfg.instruments]
     pairs = candidates(cfg, split)
     # abTEM computes through dask; inside a worker it must not submit to the cluster again
     with dask.config.set(scheduler="synchronous"):
-        rows = [make_record(cfg, split, i, pairs, simulator) for i in range(lo, hi)]
+        rows = [make_record(cfg, split, i, pairs, simulators) for i in range(lo, hi)]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     Dataset.from_list(rows, features=features(cfg.image_size)).save_to_disk(str(tmp))
@@ -113,6 +119,9 @@ def build(cfg: DataConfig, progress: bool = True) -> Path:
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
+    for split in cfg.splits:
+        if cfg.splits[split] and not candidates(cfg, split):
+            raise ConfigError(f"split {split!r} has no library entries to sample from")
     out = Path(cfg.output)
     shard_dir = out.parent / f".{out.name}-shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -122,9 +131,6 @@ def build(cfg: DataConfig, progress: bool = True) -> Path:
     if stamp.exists() and stamp.read_text() != fingerprint:
         raise ConfigError(f"{shard_dir} holds shards of a different config; delete it or restore that config")
     stamp.write_text(fingerprint)
-    for split in cfg.splits:
-        if cfg.splits[split] and not candidates(cfg, split):
-            raise ConfigError(f"split {split!r} has no library entries to sample from")
     tasks = [(s, k) for s, n in cfg.splits.items() for k in range(-(-int(n) // cfg.shard_size))]
     t0 = time.perf_counter()
     if cfg.dask.address:

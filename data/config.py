@@ -38,6 +38,9 @@ class DataConfig:
     cache_dir: str = ".cache/repeats"
     library: str | None = None  # path to a library.json.gz; default: the shipped one
     microscope: Microscope = field(default_factory=Microscope)
+    # optional: several instruments (energy, convergence angle, detector angles, aberrations); each
+    # sample draws one, so detector settings are randomised too. Empty: ``microscope`` alone.
+    microscopes: list = field(default_factory=list)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     conditions: ConditionRanges = field(default_factory=ConditionRanges)
     dask: DaskConfig = field(default_factory=DaskConfig)
@@ -58,7 +61,12 @@ class DataConfig:
             raise ConfigError(f"signal {self.signal!r} is not among the simulated signals {self.simulation.signals}")
         from data.simulate import Simulator
 
-        Simulator(self.microscope, self.simulation)  # fails early on detector/sampling conflicts
+        for m in self.instruments:  # fails early on detector/sampling conflicts
+            Simulator(m, self.simulation)
+
+    @property
+    def instruments(self) -> list[Microscope]:
+        return list(self.microscopes) or [self.microscope]
 
 
 SECTIONS = {"microscope": Microscope, "simulation": SimulationConfig, "conditions": ConditionRanges,
@@ -81,6 +89,10 @@ def _build(cls, data: Any, where: str):
         section = SECTIONS.get(name) if cls is DataConfig else None
         if section:
             value = _build(section, value, name)
+        elif cls is DataConfig and name == "microscopes":
+            if not isinstance(value, list):
+                raise ConfigError("microscopes: expected a list of microscope settings")
+            value = [_build(Microscope, m, f"microscopes[{i}]") for i, m in enumerate(value)]
         elif isinstance(value, list) and cls is not DataConfig:
             value = tuple(value)
         kwargs[name] = value

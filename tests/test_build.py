@@ -103,3 +103,17 @@ def test_bad_configs_fail_with_one_clear_line(tmp_path, patch, message):
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_several_microscopes_randomise_detector_settings(tmp_path):
+    mics = [{"energy": 200000.0, "semiangle": 21.0, "haadf": [70.0, 200.0]},
+            {"energy": 300000.0, "semiangle": 25.0, "haadf": [50.0, 150.0], "defocus": 20.0}]
+    cfg = write_config(tmp_path, microscopes=mics, splits={"train": 6})
+    assert build_main(["--config", str(cfg), "--quiet"]) == 0
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(tmp_path / "ds"))["train"]
+    energies = {round(m["energy"]) for m in ds["microscope"]}
+    assert energies == {200000, 300000}
+    with pytest.raises(ConfigError, match=r"microscopes\[0\]"):
+        load_config(write_config(tmp_path, microscopes=[{"energy": -1}]))
