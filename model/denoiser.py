@@ -95,16 +95,15 @@ class Denoiser:
     def predict_normalized(self, img: np.ndarray, tile: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Network on a normalised image of any size: overlapping tiles blended with a sin² window.
 
-        Memory is two float32 output planes plus one batch of tiles, whatever the image size."""
-        tile = tile or self.tile
+        Memory is three float32 planes (two outputs, blending weights) plus one batch of tiles."""
         stride = self.model.stride
+        th = tw = -(-(tile or self.tile) // stride) * stride  # the U-Net needs multiples of its stride
         ny, nx = img.shape
-        th, tw = (max(tile, -(-n // stride) * stride) if n <= tile else tile for n in (ny, nx))
         pad_y, pad_x = max(th - ny, 0), max(tw - nx, 0)
         if pad_y or pad_x:
             img = np.pad(img, ((0, pad_y), (0, pad_x)), mode="reflect")
         H, W = img.shape
-        overlap = min(self.overlap, tile // 4)
+        overlap = min(self.overlap, th // 4)
         wy, wx = _ramp(th, overlap if H > th else 0), _ramp(tw, overlap if W > tw else 0)
         win = np.outer(wy, wx)
         den, heat = np.zeros((H, W), np.float32), np.zeros((H, W), np.float32)
