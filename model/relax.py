@@ -131,9 +131,29 @@ def _spacegroup(s: Structure) -> str:
     return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
 
 
+def bulk_modulus(structure: Structure, calculator, strain: float = 0.03, points: int = 7) -> float:
+    """Birch-Murnaghan fit (``ase.eos``) of E(V) over ±``strain`` in volume around ``structure``, GPa.
+    Fractional coordinates stay fixed, so call it on a relaxed cell."""
+    from ase.eos import EquationOfState
+    from ase.units import GPa
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    cell = atoms.cell.copy()
+    volumes, energies = [], []
+    for f in np.linspace(1 - strain, 1 + strain, points):
+        a = atoms.copy()
+        a.set_cell(cell * f ** (1 / 3), scale_atoms=True)
+        a.calc = calculator
+        volumes.append(a.get_volume())
+        energies.append(a.get_potential_energy())
+    _, _, b = EquationOfState(volumes, energies, eos="birchmurnaghan").fit()
+    return float(b / GPa)
+
+
 def relax(structure: Structure, calculator, fmax: float = 0.02, steps: int = 500, optimizer: str = "FIRE",
-          monolayer: bool = False, keep_symmetry: bool = True) -> RelaxResult:
-    """Positions and cell together, space group kept; monolayers relax their in-plane cell only."""
+          monolayer: bool = False, keep_symmetry: bool = True, eos: bool = False) -> RelaxResult:
+    """Positions and cell together, space group kept; monolayers relax their in-plane cell only.
+    ``eos``: also fit the bulk modulus of the relaxed cell (7 more energies)."""
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS, FIRE
@@ -160,13 +180,15 @@ def relax(structure: Structure, calculator, fmax: float = 0.02, steps: int = 500
     atoms.set_constraint()
     relaxed = AseAtomsAdaptor.get_structure(atoms)
     lat = relaxed.lattice
+    extra = {"bulk_modulus_gpa": bulk_modulus(relaxed, calculator)} if eos and not monolayer else {}
     return RelaxResult(
         structure=relaxed, converged=converged, steps=int(opt.nsteps),
         max_force=float(np.linalg.norm(forces, axis=1).max()), energy=energy, energy_per_atom=energy / len(atoms),
         stress_gpa=np.round(stress, 4).tolist(), pressure_gpa=float(-np.trace(stress) / 3),
         volume=float(lat.volume), density=float(relaxed.density),
         lattice={k: float(v) for k, v in zip(("a", "b", "c", "alpha", "beta", "gamma"), (*lat.abc, *lat.angles))},
-        spacegroup_before=before, spacegroup_after=_spacegroup(relaxed), seconds=time.perf_counter() - t0)
+        spacegroup_before=before, spacegroup_after=_spacegroup(relaxed), seconds=time.perf_counter() - t0,
+        extra=extra)
 
 
 # Elemental references for formation energies, computed with the same potential as the compound.
