@@ -23,6 +23,7 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means, estimate_sigma
 
+from data.config import DataConfig
 from data.library import load_library
 from data.noise import ConditionRanges, draw_conditions
 from data.sample import make_sample
@@ -86,7 +87,7 @@ def main() -> None:
             rep = sim.simulate(entry.structure, za["uvw"], float(rng.choice([20.0, 40.0, 80.0])))
             cond = draw_conditions(rng, ranges, (args.size, args.size), rep.cell)
             cond = replace(cond, noise=replace(cond.noise, dose=dose))
-            s = make_sample(rep, cond, rng, min_visible_weight=0.12)
+            s = make_sample(rep, cond, rng, min_visible_weight=DataConfig.heatmap_min_weight)
             px = cond.geometry.pixel_size
             res = den(s.noisy, px)
             estimates = {"noisy": s.noisy, "ours": res.denoised, **baselines(s.noisy, px)}

@@ -95,13 +95,6 @@ def load_potential(choice: str = "auto", checkpoint: str | None = None, device: 
     return calc, PotentialInfo("chgnet", chgnet.__version__, f"chgnet {model.version} (bundled)", note)
 
 
-def mattersim_calculator(potential, device: str = "cpu"):
-    """MatterSim calculator around a Potential object (used to wire-test without weights)."""
-    from mattersim.forcefield import MatterSimCalculator
-
-    return MatterSimCalculator(potential=potential, device=device)
-
-
 @dataclass
 class RelaxResult:
     structure: Structure
@@ -118,7 +111,6 @@ class RelaxResult:
     spacegroup_before: str
     spacegroup_after: str
     seconds: float
-    formation_energy_per_atom: float | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -151,8 +143,10 @@ def bulk_modulus(structure: Structure, calculator, strain: float = 0.03, points:
 
 
 def relax(structure: Structure, calculator, fmax: float = 0.02, steps: int = 500, optimizer: str = "FIRE",
-          monolayer: bool = False, keep_symmetry: bool = True, eos: bool = False) -> RelaxResult:
-    """Positions and cell together, space group kept; monolayers relax their in-plane cell only.
+          monolayer: bool = False, keep_symmetry: bool = True, eos: bool = False,
+          fix_cell: bool = False) -> RelaxResult:
+    """Positions and cell together, space group kept; monolayers relax their in-plane cell only,
+    ``fix_cell`` (isolated molecules in a box) none of it.
     ``eos``: also fit the bulk modulus of the relaxed cell (7 more energies)."""
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
@@ -166,7 +160,7 @@ def relax(structure: Structure, calculator, fmax: float = 0.02, steps: int = 500
         atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
     # Voigt order xx, yy, zz, yz, xz, xy: a monolayer's vacuum axis (z) stays fixed
     mask = [True, True, False, False, False, True] if monolayer else None
-    filtered = FrechetCellFilter(atoms, mask=mask)
+    filtered = atoms if fix_cell else FrechetCellFilter(atoms, mask=mask)
     opt_cls = {"FIRE": FIRE, "BFGS": BFGS}.get(optimizer.upper())
     if opt_cls is None:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose FIRE or BFGS")
@@ -220,7 +214,7 @@ def reference_structure(element: str) -> tuple[Structure, bool]:
 def compute_references(calculator, info: PotentialInfo, elements=None) -> dict:
     from ase.data import chemical_symbols
 
-    elements = elements or [e for e in chemical_symbols[1:95]]
+    elements = elements or chemical_symbols[1:95]
     table = {"potential": info.name, "version": info.version, "checkpoint": info.checkpoint,
              "command": f"python -m model.relax references --potential {info.name}", "energies": {}, "structures": {}}
     for el in elements:
@@ -229,30 +223,14 @@ def compute_references(calculator, info: PotentialInfo, elements=None) -> dict:
         except KeyError:
             continue
         try:
-            r = relax(s, calculator, monolayer=False, keep_symmetry=not is_molecule) if not is_molecule else \
-                relax_positions(s, calculator)
+            r = relax(s, calculator, steps=300, optimizer="BFGS", keep_symmetry=False, fix_cell=True) \
+                if is_molecule else relax(s, calculator)
         except Exception as e:  # a potential without parameters for an element
             warnings.warn(f"reference {el} failed: {e}")
             continue
         table["energies"][el] = round(r.energy_per_atom, 6)
         table["structures"][el] = "molecule in a box" if is_molecule else r.spacegroup_after
     return table
-
-
-def relax_positions(structure: Structure, calculator, fmax: float = 0.02, steps: int = 300) -> RelaxResult:
-    """Atoms only, fixed cell (isolated molecules)."""
-    from ase.optimize import BFGS
-
-    t0 = time.perf_counter()
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = calculator
-    opt = BFGS(atoms, logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    e = float(atoms.get_potential_energy())
-    s = AseAtomsAdaptor.get_structure(atoms)
-    return RelaxResult(s, converged, int(opt.nsteps), float(np.linalg.norm(atoms.get_forces(), axis=1).max()), e,
-                       e / len(atoms), [], float("nan"), float(s.volume), float(s.density), {}, "", "",
-                       time.perf_counter() - t0)
 
 
 def load_references(potential: str) -> dict:
