@@ -27,7 +27,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from data.prototypes import BULK_PROTOTYPES, build_bulk, build_monolayer, parse_params, parse_species
+from data.prototypes import build_bulk, build_monolayer, parse_params, parse_species
 from data.zone_axes import describe, select_zone_axes
 
 LIB_DIR = Path(__file__).parent / "library"

@@ -72,6 +72,15 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
+def adamw_one_cycle(module: pl.LightningModule) -> dict:
+    """AdamW with a one-cycle schedule over the whole run (``lr``, ``weight_decay`` from hparams)."""
+    h = module.hparams
+    opt = torch.optim.AdamW(module.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+    total = module.trainer.estimated_stepping_batches
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=max(int(total), 1), pct_start=0.1)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class DenoiserModule(pl.LightningModule):
     def __init__(self, encoder: str = "resnet18d", out_indices: tuple[int, ...] = (0, 1, 2, 3),
                  decoder_channels: tuple[int, ...] = (128, 64, 48, 32), stem_channels: int = 16,
@@ -120,11 +129,7 @@ class DenoiserModule(pl.LightningModule):
                        "val/f1": float(np.mean(f1))}, prog_bar=True, batch_size=len(probs))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=max(int(total), 1),
-                                                    pct_start=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_one_cycle(self)
 
     def export(self, path: str | Path, extra: dict | None = None) -> Path:
         """Slim inference checkpoint: architecture, weights, training provenance (no optimiser state)."""

@@ -39,7 +39,6 @@ def test_poisson_mean_and_variance_at_known_dose():
 
 
 def test_clean_image_is_the_expectation_of_the_noisy_one(repeat):
-    rng = np.random.default_rng(2)
     g = ScanGeometry(shape=(64, 64), pixel_size=0.1)
     cond = Conditions(g, NoiseModel(dose=1e5, gain=1.5, offset=5.0, read_noise=1.0, background=0.2))
     stack = [make_sample(repeat, cond, np.random.default_rng(k)) for k in range(200)]

@@ -1,0 +1,244 @@
+"""Lattice, template alignment, reconstruction and verification on cheaply simulated images.
+
+Images come from the convolution path on small fields (160-192 px at 0.1 Å); the columns are the
+true projected columns (``column_labels``) with 5 pm of Gaussian position noise, or what
+``extract_columns`` finds in a Gaussian-blob heatmap, as the detector network would give them.
+"""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from scipy import ndimage
+
+from data.library import get_entry
+from data.scan import ScanGeometry, column_labels, heatmap, render
+from data.simulate import Microscope, RepeatImage, SimulationConfig, Simulator
+from data.zone_axes import describe
+from model.columns import extract_columns
+from model.lattice import align_template, fft_lattice, fit_lattice
+from model.reconstruct import reconstruct
+from model.verify import verify
+
+PIXEL = 0.1  # Å
+POSITION_NOISE = 0.05  # Å, per coordinate
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return Simulator(Microscope(), SimulationConfig(method="convolution", thickness=40.0))
+
+
+def scaled(structure: Structure, f: float, in_plane_only: bool = False) -> Structure:
+    """The same fractional coordinates in a lattice scaled by f (a, b only for a monolayer)."""
+    lat = structure.lattice
+    if in_plane_only:
+        new = Lattice.from_parameters(lat.a * f, lat.b * f, lat.c, *lat.angles)
+    else:
+        new = Lattice(lat.matrix * f)
+    return Structure(new, structure.species, structure.frac_coords)
+
+
+@dataclass
+class Scene:
+    truth: Structure
+    geometry: ScanGeometry
+    image: np.ndarray
+    xy: np.ndarray  # Å
+    intensity: np.ndarray
+
+
+def scene(sim, structure, uvw, seed, shape=(192, 192), noise=POSITION_NOISE) -> Scene:
+    rng = np.random.default_rng(seed)
+    repeat = sim.simulate(structure, uvw)
+    g = ScanGeometry(shape=shape, pixel_size=PIXEL, rotation=float(rng.uniform(0, 360)),
+                     offset=tuple(float(v) for v in rng.uniform(0, 4, 2)))
+    img = render(repeat, g)
+    lab = column_labels(repeat, g, min_visible_weight=0.12)
+    v = lab.visible  # oxygen next to Sr is not in a HAADF image: the detector does not report it
+    xy = np.stack([lab.x_A[v], lab.y_A[v]], 1) + rng.normal(0, noise, (int(v.sum()), 2))
+    inten = ndimage.map_coordinates(img, [lab.y_px[v], lab.x_px[v]], order=1)
+    return Scene(structure, g, img, xy, inten)
+
+
+def angle_mod(a: float, period: float) -> float:
+    """|a| modulo a symmetry period (degrees)."""
+    d = a % period
+    return min(d, period - d)
+
+
+@pytest.fixture(scope="module")
+def srtio3():
+    return get_entry("SrTiO3-perovskite")
+
+
+@pytest.fixture(scope="module")
+def srtio3_scene(sim, srtio3):
+    # the library's SrTiO3 with a 2 % larger lattice, imaged along [001] at a random rotation
+    return scene(sim, scaled(srtio3.structure, 1.02), (0, 0, 1), seed=11)
+
+
+@pytest.fixture(scope="module")
+def srtio3_rec(srtio3, srtio3_scene):
+    al = align_template(srtio3_scene.xy, srtio3, (0, 0, 1), True, pixel_size=PIXEL, intensity=srtio3_scene.intensity)
+    return reconstruct(srtio3, (0, 0, 1), al)
+
+
+def test_fit_lattice_finds_the_positional_lattice_and_the_fft_agrees(srtio3_scene):
+    a = srtio3_scene.truth.lattice.a
+    lat = fit_lattice(srtio3_scene.xy, srtio3_scene.image, PIXEL)
+    # Sr and TiO columns (O invisible) sit on the a/√2 square lattice
+    np.testing.assert_allclose(lat.lengths, a / np.sqrt(2), rtol=5e-3)
+    assert lat.angle_deg == pytest.approx(90, abs=0.5)
+    assert lat.rms < 0.1 and lat.length_sigma.max() < 0.02
+    assert lat.fft_check is not None and lat.fft_check < 0.05
+    # three columns are too few: the image's FFT stands in
+    few = fit_lattice(srtio3_scene.xy[:3], srtio3_scene.image, PIXEL)
+    assert few.source == "fft"
+    np.testing.assert_allclose(few.lengths, a / np.sqrt(2), rtol=2e-3)
+    np.testing.assert_allclose(fft_lattice(srtio3_scene.image, PIXEL).lengths, a / np.sqrt(2), rtol=2e-3)
+    assert json.dumps(lat.to_dict())
+
+
+def test_srtio3_001_reconstructs_cubic_with_the_expanded_a(srtio3_scene, srtio3_rec):
+    rec, al = srtio3_rec, srtio3_rec.alignment
+    a_true = srtio3_scene.truth.lattice.a
+    assert rec.spacegroup_template == {"symbol": "Pm-3m", "number": 221}
+    assert rec.spacegroup == {"symbol": "Pm-3m", "number": 221} and rec.symmetry_kept
+    assert rec.lattice["a"] == pytest.approx(a_true, rel=3e-3)
+    assert rec.lattice["a"] == rec.lattice["b"] == rec.lattice["c"]
+    assert rec.measured == ["a"] and rec.carried == [] and rec.sigma["a"] < 0.01
+    # the fit: every detection matched, strain = the 2 % expansion, rotation = the scan's (mod 90°)
+    assert al.inlier_fraction == 1.0 and al.coverage > 0.9 and al.rms < 0.1
+    np.testing.assert_allclose(np.diag(al.strain), 0.02, atol=5e-3)
+    assert angle_mod(al.rotation_deg - srtio3_scene.geometry.rotation, 90) < 0.5
+    assert al.intensity_corr > 0.9  # Sr on Sr sites, not on TiO
+    assert al.pixel_size == PIXEL and al.pixel_size_source == "given"
+    d = json.loads(json.dumps(rec.to_dict()))
+    assert d["spacegroup"]["number"] == 221 and Structure.from_dict(d["structure"]).lattice.a == pytest.approx(
+        rec.lattice["a"])
+
+
+def test_si_110_reconstructs_diamond_from_extracted_columns(sim):
+    si = get_entry("Si-diamond")
+    truth = scaled(si.structure, 0.99)
+    repeat = sim.simulate(truth, (1, 1, 0))
+    g = ScanGeometry(shape=(160, 160), pixel_size=PIXEL, rotation=71.0, offset=(0.7, 1.9))
+    img = render(repeat, g)
+    # a Gaussian-blob heatmap at the true columns stands in for the network's output
+    cols = extract_columns(heatmap(column_labels(repeat, g), g.shape), img, PIXEL)
+    assert len(cols) > 40
+    al = align_template(cols.xy, si, (1, 1, 0), True, pixel_size=PIXEL, intensity=cols.intensity)
+    rec = reconstruct(si, (1, 1, 0), al)
+    assert rec.spacegroup["number"] == 227 and rec.spacegroup["symbol"] == "Fd-3m"
+    assert rec.lattice["a"] == pytest.approx(truth.lattice.a, rel=1e-2)
+    assert al.inlier_fraction > 0.95 and al.coverage > 0.9
+
+
+def test_mos2_monolayer_keeps_vacuum_and_sandwich_thickness(sim):
+    mos2 = get_entry("MoS2-mx2_2h-1L")
+    truth = scaled(mos2.structure, 1.015, in_plane_only=True)
+    sc = scene(sim, truth, (0, 0, 1), seed=5)
+    al = align_template(sc.xy, mos2, (0, 0, 1), True, pixel_size=PIXEL, intensity=sc.intensity)
+    rec = reconstruct(mos2, (0, 0, 1), al)
+    assert rec.lattice["a"] == pytest.approx(truth.lattice.a, rel=4e-3)
+    assert rec.lattice["c"] == pytest.approx(mos2.structure.lattice.c, abs=1e-9)  # the vacuum
+    assert rec.fixed == ["c"] and rec.measured == ["a"]
+
+    def s_s(structure):
+        z = [site.coords[2] for site in structure if site.specie.symbol == "S"]
+        return max(z) - min(z)
+
+    assert s_s(rec.structure) == pytest.approx(s_s(mos2.structure), abs=1e-6)
+    assert rec.spacegroup == rec.spacegroup_template == {"symbol": "P-6m2", "number": 187}
+    assert al.intensity_corr > 0.9  # Mo on Mo sites
+
+
+def test_unknown_pixel_size_is_estimated_from_the_template_scale(sim, srtio3, srtio3_scene):
+    # With xy in pixels the template's lattice sets the scale: pixel = template spacing / spacing in px.
+    # A crystal with the template's own lattice therefore gives the true pixel size ...
+    plain = scene(sim, srtio3.structure, (0, 0, 1), seed=3)
+    al = align_template(plain.xy / PIXEL, srtio3, (0, 0, 1), False, intensity=plain.intensity)
+    assert al.pixel_size_source == "estimated"
+    assert al.pixel_size == pytest.approx(PIXEL, rel=1e-2)
+    assert 0 < al.pixel_size_sigma < 0.002
+    assert abs(np.linalg.det(np.eye(2) + al.strain) - 1) < 1e-9  # strain keeps only the shape
+    # ... while the 2 % larger crystal looks like a 2 % finer pixel (PIXEL / 1.02, not PIXEL · 1.02):
+    # its columns are 1.02 a / PIXEL px apart and the estimate divides a by that.
+    al2 = align_template(srtio3_scene.xy / PIXEL, srtio3, (0, 0, 1), False, intensity=srtio3_scene.intensity)
+    assert al2.pixel_size == pytest.approx(PIXEL / 1.02, rel=1e-2)
+    assert abs(al2.pixel_size / PIXEL - 1) > 0.01
+    rec = reconstruct(srtio3, (0, 0, 1), al2)
+    # so the reconstruction's absolute scale is the template's and is reported as carried, not measured
+    assert rec.lattice["a"] == pytest.approx(srtio3.structure.lattice.a, rel=1e-6)
+    assert rec.measured == [] and rec.carried[0] == "scale" and rec.pixel_size_source == "estimated"
+
+
+def synthetic_columns(structure, uvw, rotation_deg, fov=24.0, seed=0):
+    """Projected column positions (Å) over a fov x fov field, rotated and noised; no simulation."""
+    _, atoms, cols = describe(structure, uvw)
+    repeat = RepeatImage({"haadf": np.zeros((1, 1))}, (atoms.cell[0, 0], atoms.cell[1, 1]), 1.0, cols, "none")
+    g = ScanGeometry(shape=(int(fov / PIXEL),) * 2, pixel_size=PIXEL, rotation=rotation_deg, offset=(0.3, 0.8))
+    lab = column_labels(repeat, g, min_visible_weight=0.12)
+    rng = np.random.default_rng(seed)
+    v = lab.visible
+    return np.stack([lab.x_A[v], lab.y_A[v]], 1) + rng.normal(0, 0.02, (int(v.sum()), 2)), lab.z_weight[v]
+
+
+def test_tetragonal_parameters_seen_and_carried_by_projection():
+    rutile = get_entry("TiO2-rutile")
+    s0 = rutile.structure
+    a0, c0 = s0.lattice.a, s0.lattice.c
+    truth = Structure(Lattice.tetragonal(a0 * 1.01, c0 * 0.98), s0.species, s0.frac_coords)
+    # [100]: a and c both lie in the plane
+    xy, w = synthetic_columns(truth, (1, 0, 0), 23.0)
+    rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, intensity=w))
+    assert sorted(rec.measured) == ["a", "c"] and rec.carried == []
+    assert rec.lattice["a"] == pytest.approx(a0 * 1.01, rel=2e-3)
+    assert rec.lattice["c"] == pytest.approx(c0 * 0.98, rel=2e-3)
+    assert rec.spacegroup["number"] == 136
+    # [001]: only a is seen; c keeps the template's c/a
+    xy, w = synthetic_columns(truth, (0, 0, 1), 23.0)
+    rec = reconstruct(rutile, (0, 0, 1), align_template(xy, rutile, (0, 0, 1), True, intensity=w))
+    assert rec.measured == ["a"] and rec.carried == ["c"]
+    assert rec.lattice["a"] == pytest.approx(a0 * 1.01, rel=2e-3)
+    assert rec.lattice["c"] / rec.lattice["a"] == pytest.approx(c0 / a0, rel=1e-6)
+    assert rec.spacegroup["number"] == 136
+    # [100] in pixels: the scale is the template's, but c/a is still a measurement
+    xy, w = synthetic_columns(truth, (1, 0, 0), 23.0)
+    rec = reconstruct(rutile, (1, 0, 0), align_template(xy / PIXEL, rutile, (1, 0, 0), False, intensity=w))
+    assert rec.measured == ["c/a"] and rec.carried == ["scale"]
+    assert rec.lattice["c"] / rec.lattice["a"] == pytest.approx(0.98 / 1.01 * c0 / a0, rel=2e-3)
+
+
+def test_alignment_tolerates_missing_and_spurious_columns(srtio3, srtio3_scene):
+    rng = np.random.default_rng(7)
+    xy = srtio3_scene.xy
+    keep = rng.random(len(xy)) > 0.25  # a quarter of the columns missed ...
+    junk = rng.uniform(xy.min(0), xy.max(0), (len(xy) // 8, 2))  # ... and some false detections
+    xy2 = np.concatenate([xy[keep], junk])
+    inten = ndimage.map_coordinates(srtio3_scene.image, [xy2[:, 1] / PIXEL, xy2[:, 0] / PIXEL], order=1)
+    al = align_template(xy2, srtio3, (0, 0, 1), True, pixel_size=PIXEL, intensity=inten)
+    rec = reconstruct(srtio3, (0, 0, 1), al)
+    assert rec.lattice["a"] == pytest.approx(srtio3_scene.truth.lattice.a, rel=5e-3)
+    assert al.n_matched >= keep.sum() - 1 and al.inlier_fraction < 1.0
+
+
+def test_verify_prefers_the_right_candidate_and_rejects_noise(sim, srtio3_scene, srtio3_rec):
+    sc = srtio3_scene
+    right = verify(srtio3_rec, sc.image, PIXEL, sim)
+    # rocksalt NaCl [001]: equal Na+Cl columns on the same a/√2 square, so it aligns to the same columns
+    nacl = get_entry("NaCl-rocksalt")
+    al = align_template(sc.xy, nacl, (0, 0, 1), True, pixel_size=PIXEL, intensity=sc.intensity)
+    assert al.inlier_fraction == 1.0 and al.coverage > 0.9
+    wrong = verify(reconstruct(nacl, (0, 0, 1), al), sc.image, PIXEL, sim)
+    assert right.ncc > 0.99
+    # same column positions: the images differ only in the Sr/TiO contrast (~12 % in this simulator),
+    # so the NCC gap is small in absolute terms but the wrong candidate's misfit is several times larger
+    assert right.ncc > wrong.ncc and (1 - wrong.ncc) > 3 * (1 - right.ncc)
+    assert right.intensity_score > 0.9 and wrong.intensity_score < 0.7
+    assert right.score > wrong.score + 0.1
+    noise = verify(srtio3_rec, np.random.default_rng(0).normal(size=sc.image.shape), PIXEL, sim)
+    assert abs(noise.ncc) < 0.1 and noise.score < 0.2
+    assert json.dumps(right.to_dict())
