@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # pinned first so no dependency pulls another torch build (torchvision 0.29.1 loads only beside torch 2.14.1)
 PIP := $(PY) -m pip install --quiet -c .ci/constraints.txt
 
-.PHONY: setup demo test library dataset clean
+.PHONY: setup demo data-demo test library dataset clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	touch $(STAMP)
 
 demo: setup
+	$(PY) infer.py examples/srtio3_001.tif --out results
+
+data-demo: setup
 	$(PY) -m data.library stats
 	$(PY) -m data.build --config configs/demo.yaml
 	$(PY) -m data.preview datasets/demo --out results/demo_preview.png

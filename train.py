@@ -1,6 +1,9 @@
 """Train stem2struct's learned stages with Lightning; every setting lives in a YAML under configs/.
 
     python train.py fit --config configs/denoiser.yaml [--trainer.devices 4 --trainer.strategy ddp]
+    python train.py fit --config configs/retrieval.yaml
+
+Each config names its LightningModule and DataModule by ``class_path``.
 
 W&B logs offline unless WANDB_API_KEY is set (then online); a CSV log is always written beside it.
 On a GPU, training defaults to bf16 mixed precision; the config or --trainer.precision overrides.
@@ -20,9 +23,8 @@ class CLI(LightningCLI):
 def main(args=None):
     if not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")
-    from model.training import DenoiserModule, StemDataModule
-
-    CLI(DenoiserModule, StemDataModule, seed_everything_default=0, save_config_kwargs={"overwrite": True}, args=args)
+    CLI(None, None, subclass_mode_model=True, subclass_mode_data=True, seed_everything_default=0,
+        save_config_kwargs={"overwrite": True}, args=args)
 
 
 if __name__ == "__main__":

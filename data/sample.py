@@ -51,3 +51,17 @@ def make_sample(repeat: RepeatImage, conditions: Conditions, rng: np.random.Gene
     labels = column_labels(repeat, steady, min_visible_weight=min_visible_weight)
     return Sample(noisy.astype(np.float32), clean.astype(np.float32),
                   heatmap(labels, geometry.shape, heatmap_sigma), labels, conditions, signal, repeat.thickness)
+
+
+def draw_sample(simulator, structure, uvw, rng: np.random.Generator, ranges, shape: tuple[int, int],
+                thicknesses=(20.0, 40.0, 80.0, 160.0), dose: float | None = None, signal: str = "haadf",
+                min_visible_weight: float = 0.12) -> Sample:
+    """One evaluation image of ``structure`` along ``uvw`` under conditions drawn from ``ranges``
+    (benchmarks and calibration; ``dose`` pins the dose for per-bin scores)."""
+    from data.noise import draw_conditions
+
+    repeat = simulator.simulate(structure, uvw, float(rng.choice(thicknesses)))
+    cond = draw_conditions(rng, ranges, shape, repeat.cell)
+    if dose is not None:
+        cond = replace(cond, noise=replace(cond.noise, dose=float(dose)))
+    return make_sample(repeat, cond, rng, signal, min_visible_weight=min_visible_weight)

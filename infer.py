@@ -1,0 +1,125 @@
+"""One atomic-resolution STEM image in, a relaxed crystal structure out.
+
+    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--elements Sr,Ti,O] [--out DIR]
+                    [--top-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
+
+For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
+Exit codes: 0 success; 2 bad input or options; 3 no confident structure (only report.json, with
+the reason); 1 unexpected error. With several images the worst code wins (1 > 2 > 3 > 0).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--pixel-size", type=float, help="Å per pixel; overrides the file's calibration")
+    p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
+    p.add_argument("--out", default="results", help="output directory (default: results/)")
+    p.add_argument("--top-k", type=int, default=10, help="candidates to verify by forward simulation")
+    p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
+    p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--denoiser", help="denoiser checkpoint (default: checkpoints/denoiser.pt)")
+    p.add_argument("--retrieval", help="retrieval checkpoint (default: checkpoints/retrieval.pt)")
+    p.add_argument("--index", help="template index (default: checkpoints/template_index.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress or summary (for scripts)")
+    return p.parse_args(argv)
+
+
+def fail(code: int, msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def check_out_dir(out: Path) -> None:
+    from data.io import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out} is not writable")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from data.io import InputError, check_pixel_size, load_image, parse_elements
+
+    try:
+        if args.pixel_size is not None:
+            check_pixel_size(args.pixel_size)
+        elements = parse_elements(args.elements)
+        if args.top_k < 1:
+            raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+        out = Path(args.out)
+        check_out_dir(out)
+    except InputError as e:
+        return fail(2, str(e))
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(f"  … {s}", file=sys.stderr, flush=True))
+    if args.quiet:
+        warnings.filterwarnings("ignore")
+    from model.denoiser import CheckpointError
+    from model.pipeline import Options, Pipeline
+    from model.relax import PotentialError
+    from model.retrieval import RetrievalError
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return fail(2, "--device cuda: no CUDA device is available")
+    options = Options(top_k=args.top_k, elements=elements, potential=args.potential,
+                      potential_checkpoint=args.mattersim_checkpoint, device=args.device)
+    say("loading models")
+    try:
+        pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)
+    except (CheckpointError, RetrievalError, PotentialError) as e:
+        return fail(2, str(e))
+
+    from model.outputs import summary_lines, write_result
+
+    worst = 0
+    for path in args.images:
+        code = run_one(pipe, path, args, out, say, summary_lines, write_result, load_image, InputError)
+        worst = max(worst, code, key=SEVERITY.get)
+    return worst
+
+
+def run_one(pipe, path, args, out, say, summary_lines, write_result, load_image, InputError) -> int:
+    try:
+        image = load_image(path, args.pixel_size)
+    except InputError as e:
+        return fail(2, str(e))
+    if not args.quiet:
+        print(f"{path}: {image.array.shape[1]}×{image.array.shape[0]} px, pixel size "
+              + (f"{image.pixel_size:.4f} Å ({image.pixel_size_source})" if image.pixel_size else "unknown"),
+              file=sys.stderr)
+    try:
+        result = pipe.run(image, say)
+        where = write_result(result, image, out)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 — the user gets one line; the traceback is for bug reports
+        if os.environ.get("STEM2STRUCT_DEBUG"):
+            raise
+        return fail(1, f"{path}: unexpected {type(e).__name__}: {e} (set STEM2STRUCT_DEBUG=1 for the traceback)")
+    if not args.quiet:
+        for line in summary_lines(result):
+            print(f"  {line}")
+        t = result.report["timings"]
+        print("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + f"\n  → {where}/")
+    return 0 if result.accepted else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

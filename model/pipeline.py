@@ -1,0 +1,269 @@
+"""The whole path from one image to a relaxed crystal, as one predictor object over the stages.
+
+    denoise (model.denoiser) → retrieve top-k (model.retrieval) → for each candidate: align and
+    reconstruct under its symmetry (model.lattice, model.reconstruct) and forward-simulate it
+    against the image (model.verify) → keep the best, or refuse → relax and compute properties
+    (model.relax)
+
+``Pipeline.load`` reads every model once; ``Pipeline.run`` then serves any number of images.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from data.io import LoadedImage
+
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "calibration.json"
+
+
+@dataclass
+class Options:
+    top_k: int = 10
+    elements: list[str] | None = None
+    potential: str = "auto"  # auto | mattersim | chgnet | none
+    potential_checkpoint: str | None = None
+    device: str = "cpu"
+    fmax: float = 0.02
+    relax_steps: int = 300
+    thickness: float = 80.0  # Å, for the verification simulation (HAADF contrast is ~linear in it here)
+
+
+@dataclass
+class Calibration:
+    """Refusal threshold and score → confidence map, fitted on the validation split (bench/calibrate.py)."""
+    threshold: float = 0.5
+    slope: float = 10.0  # logistic P(correct | score)
+    intercept: float = -5.0
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path = CALIBRATION_FILE) -> "Calibration":
+        path = Path(path)
+        if not path.is_file():
+            warnings.warn(f"no calibration at {path}; using uncalibrated defaults", stacklevel=2)
+            return cls(meta={"source": "default (uncalibrated)"})
+        d = json.loads(path.read_text())
+        return cls(d["threshold"], d["slope"], d["intercept"], d | {"source": str(path)})
+
+    def confidence(self, score: float) -> float:
+        return float(1.0 / (1.0 + np.exp(-(self.slope * score + self.intercept))))
+
+
+@dataclass
+class CandidateResult:
+    candidate: dict  # retrieval's view: id, zone axis, score
+    reconstruction: object | None = None
+    verification: object | None = None
+    error: str | None = None
+
+    @property
+    def score(self) -> float:
+        return self.verification.score if self.verification is not None else -1.0
+
+    def to_dict(self) -> dict:
+        d = dict(self.candidate)
+        d["retrieval_score"] = d.pop("score")
+        if self.verification is not None:
+            v = self.verification
+            d |= {"verification_score": v.score, "ncc": v.ncc, "intensity_score": v.intensity_score}
+        if self.reconstruction is not None:
+            r = self.reconstruction
+            d |= {"spacegroup": r.spacegroup["symbol"], "lattice": {k: round(float(x), 4) for k, x in r.lattice.items()},
+                  "alignment_rms": r.alignment.rms, "inlier_fraction": r.alignment.inlier_fraction}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class Result:
+    accepted: bool
+    reason: str
+    report: dict
+    reconstructed: object | None = None  # pymatgen Structure before relaxation
+    relaxed: object | None = None
+    denoised: np.ndarray | None = None
+    columns_xy_px: np.ndarray | None = None
+    model_xy_px: np.ndarray | None = None
+    lattice_px: np.ndarray | None = None
+
+
+class Pipeline:
+    def __init__(self, denoiser, retriever, simulator, calibration: Calibration, options: Options,
+                 calculator=None, potential_info=None):
+        self.denoiser, self.retriever, self.simulator = denoiser, retriever, simulator
+        self.calibration, self.options = calibration, options
+        self.calculator, self.potential_info = calculator, potential_info
+
+    @classmethod
+    def load(cls, options: Options | None = None, denoiser: str | None = None, retrieval: str | None = None,
+             index: str | None = None, calibration: str | None = None) -> "Pipeline":
+        """Every model, once. Missing/corrupt checkpoints raise CheckpointError/RetrievalError/PotentialError."""
+        from data.simulate import Simulator
+        from model.denoiser import DEFAULT_CHECKPOINT, Denoiser
+        from model.relax import load_potential
+        from model.retrieval import DEFAULT_CHECKPOINT as RCKPT, DEFAULT_INDEX, Retriever
+
+        options = options or Options()
+        den = Denoiser.from_checkpoint(denoiser or DEFAULT_CHECKPOINT, device=options.device)
+        ret = Retriever.from_checkpoint(retrieval or RCKPT, index or DEFAULT_INDEX, device=options.device)
+        calc = info = None
+        if options.potential != "none":
+            calc, info = load_potential(options.potential, options.potential_checkpoint, options.device)
+        return cls(den, ret, Simulator(cache_dir=".cache/repeats"), Calibration.load(calibration or CALIBRATION_FILE),
+                   options, calc, info)
+
+    # ------------------------------------------------------------------ stages
+    def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None, denoise_px: float,
+                   exclude: list[str] | None = None) -> list[CandidateResult]:
+        """Retrieve top-k, then align, reconstruct and verify each (the closed loop)."""
+        from data.library import get_entry
+        from model.lattice import align_template, fit_lattice
+        from model.reconstruct import reconstruct
+        from model.verify import verify
+
+        o = self.options
+        cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude)
+        xy_px = np.stack([columns.x_px, columns.y_px], 1)
+        known = pixel_size is not None
+        xy = xy_px * pixel_size if known else xy_px
+        lattice = None
+        try:
+            lattice = fit_lattice(xy, denoised, pixel_size if known else 1.0)
+        except ValueError:
+            pass
+        out = []
+        for c in cands:
+            res = CandidateResult(c.to_dict())
+            try:
+                entry = get_entry(c.template_id)
+                al = align_template(xy, entry, c.zone_axis, known, pixel_size=pixel_size,
+                                    intensity=columns.intensity, lattice=lattice)
+                rec = reconstruct(entry, c.zone_axis, al)
+                px = pixel_size if known else rec.pixel_size
+                res.reconstruction = rec
+                res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
+            except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+                res.error = f"{type(e).__name__}: {e}"[:200]
+            out.append(res)
+        return out
+
+    def run(self, image: LoadedImage, progress: Callable[[str], None] | None = None,
+            exclude: list[str] | None = None) -> Result:
+        from model.relax import formation_energy_per_atom, load_references, relax
+
+        say = progress or (lambda s: None)
+        t, timings = time.perf_counter(), {}
+
+        def lap(name):
+            nonlocal t
+            now = time.perf_counter()
+            timings[name] = round(now - t, 3)
+            t = now
+
+        px = image.pixel_size
+        say("denoising")
+        # unknown pixel size: run the denoiser at the image's own sampling (no resampling)
+        den = self.denoiser(image.array, px if px is not None else self.denoiser.working_pixel_size(0.1))
+        cols = den.columns
+        lap("denoise")
+        say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} candidates")
+        results = self.candidates(den.denoised, cols, px, den.working_pixel_size, exclude)
+        lap("retrieve_reconstruct_verify")
+        ok = [r for r in results if r.verification is not None]
+        best = max(ok, key=lambda r: r.score) if ok else None
+        score = best.score if best else 0.0
+        conf = self.calibration.confidence(score) if best else 0.0
+        report = {
+            "input": image.to_dict(),
+            "candidates": [r.to_dict() for r in results],
+            "confidence": round(conf, 4), "verification_score": round(score, 4),
+            "threshold": self.calibration.threshold, "calibration": self.calibration.meta.get("source"),
+            "columns": {"detected": len(cols)},
+            "options": {"top_k": self.options.top_k, "elements": self.options.elements,
+                        "potential": self.options.potential, "device": self.options.device},
+            "timings": timings,
+        }
+        xy_px = np.stack([cols.x_px, cols.y_px], 1)
+        if best is None or score < self.calibration.threshold:
+            why = ("no candidate could be aligned to the detected columns" if best is None else
+                   f"no candidate explains the image (best verification score {score:.3f} < threshold "
+                   f"{self.calibration.threshold:.3f})")
+            report |= {"status": "no_structure", "reason": why}
+            return Result(False, why, report, denoised=den.denoised, columns_xy_px=xy_px)
+
+        rec, ver = best.reconstruction, best.verification
+        entry_c = best.candidate
+        px_used = px if px is not None else rec.pixel_size
+        report["input"] |= {"pixel_size_used": px_used,
+                            "pixel_size_sigma": rec.pixel_size_sigma if px is None else 0.0,
+                            "pixel_size_source": image.pixel_size_source if px is not None else "estimate"}
+        report |= {
+            "status": "ok", "reason": "",
+            "template": {"id": entry_c["template_id"], "formula": entry_c["formula"],
+                         "prototype": entry_c["prototype"], "spacegroup": entry_c["spacegroup"], "kind": entry_c["kind"]},
+            "zone_axis": {"uvw": list(entry_c["zone_axis"]), "label": entry_c["zone_label"]},
+            "reconstruction": {k: v for k, v in rec.to_dict().items() if k not in ("structure", "alignment")},
+            "alignment": rec.alignment.to_dict(),
+            "verification": ver.to_dict(),
+        }
+        lattice = {"reconstructed": rec.lattice, "measured": rec.measured, "carried": rec.carried,
+                   "fixed": rec.fixed, "sigma": rec.sigma}
+        spacegroup = {"template": rec.spacegroup_template, "reconstructed": rec.spacegroup}
+        relaxed = None
+        if self.calculator is not None:
+            say(f"relaxing {rec.structure.composition.reduced_formula} with {self.potential_info.name}")
+            rr = relax(rec.structure, self.calculator, fmax=self.options.fmax, steps=self.options.relax_steps,
+                       monolayer=entry_c["kind"] == "monolayer")
+            relaxed = rr.structure
+            lattice["relaxed"] = rr.lattice
+            spacegroup["relaxed"] = rr.spacegroup_after
+            try:
+                ef = formation_energy_per_atom(relaxed, rr.energy_per_atom, load_references(self.potential_info.name))
+            except Exception as e:  # a missing table must not cost the user the structure
+                ef, report["formation_energy_note"] = None, str(e)
+            report |= {
+                "potential": {"name": self.potential_info.name, "version": self.potential_info.version,
+                              "checkpoint": self.potential_info.checkpoint, "note": self.potential_info.note},
+                "energy_per_atom": rr.energy_per_atom, "formation_energy_per_atom": ef,
+                "relaxation": {"converged": rr.converged, "steps": rr.steps, "max_force": rr.max_force,
+                               "fmax": self.options.fmax},
+                "properties": {k: v for k, v in rr.to_dict().items()
+                               if k in ("energy", "stress_gpa", "pressure_gpa", "volume", "density")},
+            }
+            lap("relax")
+        else:
+            report |= {"potential": {"name": "none"}, "energy_per_atom": None, "formation_energy_per_atom": None,
+                       "relaxation": None}
+        report |= {"lattice": lattice, "spacegroup": spacegroup}
+        report["timings"] = timings | {"total": round(sum(timings.values()), 3)}
+        return Result(True, "", report, rec.structure, relaxed, den.denoised, xy_px,
+                      self._model_columns(rec, ver, den.denoised.shape, px_used),
+                      self._lattice_px(rec, px_used))
+
+    def _model_columns(self, rec, ver, shape, px) -> np.ndarray | None:
+        from data.scan import column_labels
+        from model.verify import scan_geometry
+
+        try:
+            repeat = self.simulator.simulate(rec.structure, rec.uvw, self.options.thickness)
+            lab = column_labels(repeat, scan_geometry(rec, shape, px), min_visible_weight=0.12)
+            return np.stack([lab.x_px[lab.visible], lab.y_px[lab.visible]], 1)
+        except (ValueError, RuntimeError):
+            return None
+
+    @staticmethod
+    def _lattice_px(rec, px) -> np.ndarray | None:
+        lat = rec.alignment.lattice
+        if lat is None:
+            return None
+        v = np.asarray(lat.vectors, float)
+        # the lattice was fitted in Å when the pixel size was known, in pixels otherwise
+        return v / px if rec.pixel_size_source == "given" else v

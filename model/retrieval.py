@@ -1,0 +1,422 @@
+"""Contrastive template retrieval: which library crystal, seen along which zone axis, is in the image.
+
+Two encoders map into one embedding space (CLIP-style):
+
+* ``ImageEncoder``: a timm backbone on the *denoised* image resampled to a canonical pixel size
+  (``CANONICAL_PIXEL``), so absolute lattice spacings are part of what it sees;
+* ``GraphEncoder``: a torch-geometric crystal-graph network over the template crystal oriented
+  along its zone axis (z ∥ beam). Nodes are atoms with physical element features; edges are the
+  periodic radius graph with the in-plane distance and the depth separation expanded in
+  Gaussians, so the encoder sees projected columns (in-plane distance ≈ 0) and their spacing,
+  is invariant to in-plane rotation like the image side is made to be, and embeds a new
+  template without simulating it.
+
+The ``TemplateIndex`` holds the structure embeddings of every library entry × zone axis; a
+query ranks them, optionally restricted by an element filter and an exclusion list. The ground
+truth never enters a query.
+
+    python -m model.retrieval index [--checkpoint checkpoints/retrieval.pt] [--out checkpoints/template_index.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CANONICAL_PIXEL = 0.2  # Å per pixel of the image encoder's input: O-O 1.95 Å is still 10 px
+VIEW = 96  # input side, pixels (19.2 Å); training crops it at random from STORED_VIEW
+STORED_VIEW = 104
+GRAPH_CUTOFF = 5.0  # Å
+CHECKPOINT_FORMAT = "stem2struct-retrieval"
+INDEX_FORMAT = "stem2struct-template-index"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "retrieval.pt"
+DEFAULT_INDEX = Path(__file__).resolve().parent.parent / "checkpoints" / "template_index.npz"
+
+
+class RetrievalError(RuntimeError):
+    """Missing, corrupt or mismatched retrieval checkpoint/index."""
+
+
+# ----------------------------------------------------------------------------- structure side
+@lru_cache(maxsize=None)
+def element_features(Z: int) -> np.ndarray:
+    """Physical descriptors instead of a learned per-element table, so test-split elements the
+    encoder never saw still land near chemically similar ones."""
+    from pymatgen.core import Element
+
+    el = Element.from_Z(Z)
+    chi = el.X if el.X == el.X else 0.0  # noble gases have no Pauling electronegativity (NaN)
+    radius = float(el.atomic_radius or el.atomic_radius_calculated or 1.5)
+    group, row = el.group, el.row
+    return np.array([(Z / 92.0) ** 1.7, Z / 92.0, row / 7.0, group / 18.0, chi / 4.0, radius / 3.0,
+                     float(el.is_metal), float(el.is_transition_metal), float(el.block == "p"),
+                     float(el.block == "f")], dtype=np.float32)
+
+
+N_ELEMENT_FEATURES = 10
+
+
+def gaussian_expand(d: np.ndarray, stop: float, n: int) -> np.ndarray:
+    centers = np.linspace(0.0, stop, n, dtype=np.float32)
+    width = centers[1] - centers[0]
+    return np.exp(-((d[:, None] - centers[None]) / width) ** 2).astype(np.float32)
+
+
+EDGE_XY, EDGE_Z = 24, 12
+EDGE_DIM = EDGE_XY + EDGE_Z
+
+
+def zone_graph(structure, uvw, cutoff: float = GRAPH_CUTOFF):
+    """torch-geometric graph of ``structure`` oriented along ``uvw`` (beam ∥ z)."""
+    from ase.neighborlist import neighbor_list
+    from torch_geometric.data import Data
+
+    from data.zone_axes import oriented_cell
+
+    atoms = oriented_cell(structure, uvw)
+    i, j, D = neighbor_list("ijD", atoms, cutoff)
+    r_xy = np.linalg.norm(D[:, :2], axis=1).astype(np.float32)
+    dz = np.abs(D[:, 2]).astype(np.float32)
+    x = np.stack([element_features(int(z)) for z in atoms.numbers])
+    edge_attr = np.concatenate([gaussian_expand(r_xy, cutoff, EDGE_XY), gaussian_expand(dz, cutoff, EDGE_Z)], 1)
+    return Data(x=torch.from_numpy(x), edge_index=torch.from_numpy(np.stack([i, j]).astype(np.int64)),
+                edge_attr=torch.from_numpy(edge_attr), num_nodes=len(atoms))
+
+
+GRAPH_VERSION = 1  # bump when zone_graph's features change: invalidates the on-disk cache
+
+
+def library_graphs(cache_dir: str | Path | None = ".cache/graphs") -> dict:
+    """Graphs of every library (entry, zone axis), keyed by ``pair_key``; cached on disk by the library
+    file's hash (they take ~25 ms each to build)."""
+    from data.library import LIBRARY_FILE
+
+    h = hashlib.sha256(f"{GRAPH_VERSION}-{GRAPH_CUTOFF}-{_file_hash(LIBRARY_FILE)}".encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"graphs-{h}.pt" if cache_dir else None
+    if path and path.is_file():
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # a torn cache file is rebuilt, not trusted
+            pass
+    graphs = {pair_key(e.id, z["uvw"]): zone_graph(e.structure, z["uvw"]) for e, z in library_pairs()}
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(graphs, tmp)
+        tmp.replace(path)
+    return graphs
+
+
+class GraphEncoder(nn.Module):
+    def __init__(self, hidden: int = 96, layers: int = 3, embed_dim: int = 128):
+        super().__init__()
+        from torch_geometric.nn import CGConv
+
+        self.inp = nn.Sequential(nn.Linear(N_ELEMENT_FEATURES, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.convs = nn.ModuleList([CGConv(hidden, dim=EDGE_DIM, aggr="mean") for _ in range(layers)])
+        self.norms = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(layers)])
+        self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, embed_dim))
+
+    def forward(self, batch) -> torch.Tensor:
+        from torch_geometric.nn import global_max_pool, global_mean_pool
+
+        h = self.inp(batch.x)
+        for conv, norm in zip(self.convs, self.norms):
+            h = norm(conv(h, batch.edge_index, batch.edge_attr))  # CGConv is residual already
+        pooled = torch.cat([global_mean_pool(h, batch.batch), global_max_pool(h, batch.batch)], 1)
+        return F.normalize(self.out(pooled), dim=-1)
+
+
+# ----------------------------------------------------------------------------- image side
+class ImageEncoder(nn.Module):
+    def __init__(self, backbone: str = "resnet10t", embed_dim: int = 128):
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=1, num_classes=0)
+        self.head = nn.Sequential(nn.Linear(self.backbone.num_features, 256), nn.SiLU(), nn.Linear(256, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)), dim=-1)
+
+
+@dataclass
+class RetrievalConfig:
+    backbone: str = "resnet10t"
+    embed_dim: int = 128
+    graph_hidden: int = 96
+    graph_layers: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RetrievalModel(nn.Module):
+    def __init__(self, config: RetrievalConfig):
+        super().__init__()
+        self.config = config
+        self.image = ImageEncoder(config.backbone, config.embed_dim)
+        self.graph = GraphEncoder(config.graph_hidden, config.graph_layers, config.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+
+
+def _robust_normalize(img: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    img = np.clip(img, lo, hi)
+    return ((img - img.mean()) / max(float(img.std()), 1e-6)).astype(np.float32)
+
+
+def canonical_view(image: np.ndarray, pixel_size: float, size: int = STORED_VIEW,
+                   centers: list[tuple[float, float]] | None = None) -> np.ndarray:
+    """Resample to ``CANONICAL_PIXEL`` and cut ``size``² windows (reflect-padded if the field is
+    smaller); returns (n, size, size), normalised. ``centers`` are fractions of the field."""
+    from skimage.transform import rescale
+
+    img = _robust_normalize(np.asarray(image, dtype=np.float32))
+    scale = pixel_size / CANONICAL_PIXEL
+    if abs(scale - 1) > 1e-3:
+        img = rescale(img, scale, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    pad = [(max(0, (size - n + 1) // 2),) * 2 for n in img.shape]
+    if any(p[0] for p in pad):
+        img = np.pad(img, pad, mode="reflect")
+    out = []
+    for fy, fx in centers or [(0.5, 0.5)]:
+        i = int(round(fy * img.shape[0] - size / 2))
+        j = int(round(fx * img.shape[1] - size / 2))
+        i, j = min(max(i, 0), img.shape[0] - size), min(max(j, 0), img.shape[1] - size)
+        out.append(_robust_normalize(img[i:i + size, j:j + size]))
+    return np.stack(out)
+
+
+def view_centers(shape: tuple[int, int], pixel_size: float, size: int = VIEW, max_views: int = 4):
+    """Window centres spread over a large field, so one bad region does not decide the query."""
+    span = [n * pixel_size / CANONICAL_PIXEL for n in shape]
+    ny, nx = [min(max(int(s // size), 1), 2) for s in span]
+    if ny * nx > max_views:
+        ny = nx = 1
+    return [((k + 0.5) / ny, (m + 0.5) / nx) for k in range(ny) for m in range(nx)]
+
+
+# ----------------------------------------------------------------------------- index and query
+@dataclass
+class Candidate:
+    rank: int
+    template_id: str
+    zone_axis: list
+    zone_label: str
+    formula: str
+    prototype: str
+    spacegroup: str
+    kind: str
+    score: float
+    pixel_size: float | None = None  # the scale at which it matched, when the query's was unknown
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TemplateIndex:
+    embeddings: np.ndarray  # (N, D) float32, unit norm
+    records: list[dict]  # template_id, zone_axis, zone_label, formula, prototype, spacegroup, kind, elements, split
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, embeddings=self.embeddings.astype(np.float32),
+                            records=np.array(json.dumps(self.records)),
+                            meta=np.array(json.dumps(self.meta | {"format": INDEX_FORMAT})))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_INDEX) -> "TemplateIndex":
+        path = Path(path)
+        if not path.is_file():
+            raise RetrievalError(f"template index {path} not found (rebuild: python -m model.retrieval index)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(z["embeddings"].astype(np.float32), json.loads(str(z["records"])), meta)
+        except Exception as e:
+            raise RetrievalError(f"template index {path} is unreadable ({type(e).__name__})") from None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def allowed(self, elements: list[str] | None = None, exclude: list[str] | None = None,
+                match: str = "subset") -> np.ndarray:
+        """Mask of admissible entries: elements ⊆ (or ==) the given set, id not excluded."""
+        keep = np.ones(len(self), bool)
+        if elements:
+            allowed = set(elements)
+            for k, r in enumerate(self.records):
+                have = set(r["elements"])
+                keep[k] = have <= allowed if match == "subset" else have == allowed
+        if exclude:
+            bad = set(exclude)
+            keep &= np.array([r["template_id"] not in bad for r in self.records])
+        return keep
+
+    def search(self, query: np.ndarray, k: int = 5, elements=None, exclude=None, match: str = "subset") -> list[Candidate]:
+        scores = self.embeddings @ np.asarray(query, np.float32)
+        scores = np.where(self.allowed(elements, exclude, match), scores, -np.inf)
+        order = [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
+        return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(order, 1)]
+
+    def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None) -> Candidate:
+        r = self.records[i]
+        return Candidate(rank, r["template_id"], list(r["zone_axis"]), r["zone_label"], r["formula"], r["prototype"],
+                         r["spacegroup"], r["kind"], score, pixel_size)
+
+
+def library_pairs(split: str | None = None) -> list[tuple]:
+    from data.library import load_library
+
+    return [(e, z) for e in load_library(split=split) for z in e.zone_axes]
+
+
+def pair_record(entry, za) -> dict:
+    return {"template_id": entry.id, "zone_axis": list(za["uvw"]), "zone_label": za["label"],
+            "formula": entry.reduced_formula, "prototype": entry.prototype, "spacegroup": entry.spacegroup,
+            "kind": entry.kind, "elements": entry.elements, "split": entry.split}
+
+
+def pair_key(template_id: str, uvw) -> str:
+    return f"{template_id}|{','.join(str(int(v)) for v in uvw)}"
+
+
+@torch.no_grad()
+def embed_graphs(model: RetrievalModel, graphs: list, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    from torch_geometric.data import Batch
+
+    out = []
+    for k in range(0, len(graphs), batch_size):
+        out.append(model.graph(Batch.from_data_list(graphs[k:k + batch_size]).to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def build_index(model: RetrievalModel, checkpoint: str | Path | None = None, device: str = "cpu") -> TemplateIndex:
+    """Embed every library entry × zone axis (all splits: the index is what users search)."""
+    from data.library import LIBRARY_FILE
+
+    pairs = library_pairs()
+    lib = library_graphs()
+    graphs = [lib[pair_key(e.id, z["uvw"])] for e, z in pairs]
+    emb = embed_graphs(model.eval().to(device), graphs, device=device)
+    meta = {"library_sha256": _file_hash(LIBRARY_FILE), "entries": len({e.id for e, _ in pairs}),
+            "checkpoint_sha256": _file_hash(checkpoint) if checkpoint else None, "model": model.config.to_dict()}
+    return TemplateIndex(emb, [pair_record(e, z) for e, z in pairs], meta)
+
+
+def save_checkpoint(model: RetrievalModel, path: str | Path, meta: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": 1, "model": model.config.to_dict(),
+               "canonical_pixel": CANONICAL_PIXEL, "view": VIEW,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path = DEFAULT_CHECKPOINT, device: str = "cpu") -> tuple[RetrievalModel, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise RetrievalError(f"retrieval checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RetrievalError(f"retrieval checkpoint {path} is unreadable ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RetrievalError(f"{path} is not a stem2struct retrieval checkpoint")
+    model = RetrievalModel(RetrievalConfig(**ckpt["model"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise RetrievalError(f"{path}: weights do not fit the stored architecture ({str(e)[:120]})") from None
+    return model.eval().to(device), ckpt.get("meta", {})
+
+
+# pixel sizes tried when the image carries no calibration: the verification stage then fits
+# each candidate's true scale, so a coarse ladder suffices here
+UNKNOWN_PIXEL_LADDER = tuple(np.round(np.geomspace(0.04, 0.3, 9), 4))
+
+
+class Retriever:
+    """Query object over a trained model and its template index (segment-anything's predictor style)."""
+
+    def __init__(self, model: RetrievalModel, index: TemplateIndex, device: str = "cpu", meta: dict | None = None):
+        self.model, self.index, self.device, self.meta = model.eval().to(device), index, device, meta or {}
+        want = index.meta.get("model")
+        if want and want != model.config.to_dict():
+            raise RetrievalError("template index was built with a different retrieval model; "
+                                 "rebuild it: python -m model.retrieval index")
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path = DEFAULT_CHECKPOINT, index: str | Path = DEFAULT_INDEX,
+                        device: str = "cpu") -> "Retriever":
+        model, meta = load_model(checkpoint, device)
+        return cls(model, TemplateIndex.load(index), device, meta)
+
+    @torch.no_grad()
+    def embed_views(self, views: np.ndarray) -> np.ndarray:
+        """Mean embedding over the windows and their four 90° rotations, renormalised."""
+        x = torch.from_numpy(np.ascontiguousarray(views[:, None], dtype=np.float32)).to(self.device)
+        x = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
+        e = self.model.image(x).float().mean(0)
+        return F.normalize(e, dim=0).cpu().numpy()
+
+    def embed_image(self, image: np.ndarray, pixel_size: float) -> np.ndarray:
+        return self.embed_views(canonical_view(image, pixel_size, VIEW, view_centers(image.shape, pixel_size)))
+
+    def query(self, image: np.ndarray, pixel_size: float | None, k: int = 5, elements=None, exclude=None,
+              match: str = "subset") -> list[Candidate]:
+        """Top-k (template, zone axis) candidates for a denoised image; ``pixel_size`` None tries a ladder
+        of scales and keeps each template's best."""
+        if pixel_size is not None:
+            return self.index.search(self.embed_image(image, pixel_size), k, elements, exclude, match)
+        mask = self.index.allowed(elements, exclude, match)
+        best = np.full(len(self.index), -np.inf)
+        best_px = np.zeros(len(self.index))
+        for px in UNKNOWN_PIXEL_LADDER:
+            s = np.where(mask, self.index.embeddings @ self.embed_image(image, px), -np.inf)
+            better = s > best
+            best[better], best_px[better] = s[better], px
+        order = [int(i) for i in np.argsort(-best, kind="stable")[:k] if np.isfinite(best[i])]
+        return [self.index._candidate(r, i, float(best[i]), float(best_px[i])) for r, i in enumerate(order, 1)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m model.retrieval", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ix = sub.add_parser("index", help="(re)build the template index from the library and a trained checkpoint")
+    ix.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ix.add_argument("--out", default=str(DEFAULT_INDEX))
+    args = p.parse_args(argv)
+    try:
+        model, _ = load_model(args.checkpoint)
+    except RetrievalError as e:
+        raise SystemExit(f"error: {e}")
+    index = build_index(model, args.checkpoint)
+    index.save(args.out)
+    print(f"{len(index)} (template, zone axis) pairs from {index.meta['entries']} entries → {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""`python infer.py`: the bundled example end to end, exit codes, and nothing half written on bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+import infer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "srtio3_001.tif"
+REPORT_KEYS = {"input", "template", "zone_axis", "candidates", "confidence", "lattice", "spacegroup", "potential",
+               "energy_per_atom", "formation_energy_per_atom", "relaxation", "timings"}
+
+
+def run(*args) -> int:
+    return infer.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    rc = run(EXAMPLE, "--out", out, "--potential", "chgnet", "--quiet")
+    return rc, out / EXAMPLE.stem
+
+
+def test_example_end_to_end_recovers_the_ground_truth(example_run):
+    rc, where = example_run
+    assert rc == 0
+    assert sorted(p.name for p in where.iterdir()) == ["overlay.png", "reconstructed.cif", "relaxed.cif",
+                                                       "report.json"]
+    truth = Structure.from_file(ROOT / "examples" / "srtio3_001_truth.cif")
+    relaxed = Structure.from_file(where / "relaxed.cif")
+    assert StructureMatcher().fit(relaxed, truth)
+    report = json.loads((where / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["input"]["pixel_size"] == pytest.approx(0.1) and report["input"]["pixel_size_source"] == "file"
+    assert report["spacegroup"]["reconstructed"]["symbol"] == "Pm-3m"
+    assert report["potential"]["name"] == "chgnet"  # MatterSim weights are not on this machine: said so
+    assert report["relaxation"]["converged"]
+    # CHGNet's SrTiO3 is within ~1.5 % of the experimental 3.905 Å
+    assert report["lattice"]["relaxed"]["a"] == pytest.approx(3.905, rel=0.02)
+    assert report["lattice"]["reconstructed"]["a"] == pytest.approx(3.905, rel=0.01)
+
+
+def test_overlay_is_a_real_figure(example_run):
+    from PIL import Image
+
+    _, where = example_run
+    with Image.open(where / "overlay.png") as im:
+        assert im.size[0] >= 800 and im.size[1] >= 800
+        assert np.asarray(im.convert("L")).std() > 10
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    f = {}
+    (f.setdefault("not_an_image", tmp / "notes.png")).write_text("this is not a PNG")
+    png = EXAMPLE.read_bytes()
+    (f.setdefault("truncated", tmp / "cut.tif")).write_bytes(png[: len(png) // 3])
+    (f.setdefault("unknown_extension", tmp / "image.xyz")).write_bytes(b"\x00" * 100)
+    np.save(f.setdefault("stack", tmp / "stack.npy"), np.random.default_rng(0).random((5, 80, 80)))
+    np.save(f.setdefault("too_small", tmp / "small.npy"), np.random.default_rng(0).random((32, 32)))
+    np.save(f.setdefault("constant", tmp / "flat.npy"), np.ones((128, 128)))
+    nan = np.random.default_rng(0).random((128, 128))
+    nan[5, 5] = np.nan
+    np.save(f.setdefault("nan", tmp / "nan.npy"), nan)
+    np.save(f.setdefault("inf", tmp / "inf.npy"), np.full((128, 128), np.inf))
+    return f
+
+
+@pytest.mark.parametrize("case", ["not_an_image", "truncated", "unknown_extension", "stack", "too_small", "constant",
+                                  "nan", "inf"])
+def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
+    path = _bad_files(tmp_path)[case]
+    out = tmp_path / "out"
+    assert run(path, "--out", out, "--potential", "none", "--quiet") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args", [["--pixel-size", "5"], ["--pixel-size", "0.001"], ["--elements", "Sr,Xx,O"],
+                                  ["--top-k", "0"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
+def test_bad_options_exit_2(tmp_path, args, capsys):
+    out = tmp_path / "out"
+    assert run(EXAMPLE, "--out", out, "--potential", "none", "--quiet", *args) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_corrupt_checkpoint_and_file_as_output_dir_exit_2(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    assert run(EXAMPLE, "--out", tmp_path / "o1", "--potential", "none", "--quiet", "--denoiser", bad) == 2
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert run(EXAMPLE, "--out", afile, "--potential", "none", "--quiet") == 2
+    assert afile.read_text() == "x"
+
+
+def test_noise_is_refused_with_exit_3_and_only_a_report(tmp_path):
+    from data.negatives import noise_only
+    from data.noise import ConditionRanges
+
+    img = noise_only(np.random.default_rng(3), ConditionRanges(), (256, 256))
+    np.save(tmp_path / "noise.npy", img)
+    out = tmp_path / "out"
+    assert run(tmp_path / "noise.npy", "--pixel-size", "0.1", "--out", out, "--potential", "none", "--quiet") == 3
+    assert [p.name for p in (out / "noise").iterdir()] == ["report.json"]
+    report = json.loads((out / "noise" / "report.json").read_text())
+    assert report["status"] == "no_structure" and report["reason"]
+
+
+def test_calibration_is_read_from_a_hyperspy_file(tmp_path):
+    """An .hspy written with rosettasciio, pixel size in nm: infer reads it and reports its source."""
+    from data.io import load_image
+    from test_io import _write_hspy
+
+    _write_hspy(tmp_path / "sto.hspy", load_image(EXAMPLE).array[:256, :256], scales=(0.01, 0.01), units=("nm", "nm"))
+    out = tmp_path / "out"
+    rc = run(tmp_path / "sto.hspy", "--out", out, "--potential", "none", "--quiet")
+    assert rc == 0
+    report = json.loads((out / "sto" / "report.json").read_text())
+    assert report["input"]["pixel_size"] == pytest.approx(0.1) and report["input"]["pixel_size_source"] == "file"
+    assert report["template"]["prototype"] == "perovskite"
+
+
+def test_command_line_entry_point_prints_usage_errors():
+    r = subprocess.run([sys.executable, str(ROOT / "infer.py")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "usage" in r.stderr

@@ -1,0 +1,181 @@
+"""Contrastive retrieval: encoders, the shipped index, the element filter, real queries, training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from data.library import LIBRARY_FILE, get_entry, load_library
+from data.scan import ScanGeometry, render
+from data.simulate import Simulator
+from model.retrieval import (VIEW, RetrievalConfig, RetrievalModel, Retriever, TemplateIndex, canonical_view,
+                             library_graphs, pair_key, zone_graph, _file_hash)
+
+
+@pytest.fixture(scope="module")
+def retriever():
+    return Retriever.from_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return Simulator(cache_dir=".cache/repeats")
+
+
+def clean_image(sim, entry_id: str, uvw, rotation: float, pixel_size: float = 0.12, size: int = 256,
+                structure=None) -> np.ndarray:
+    repeat = sim.simulate(structure or get_entry(entry_id).structure, uvw, 60.0)
+    return render(repeat, ScanGeometry(shape=(size, size), pixel_size=pixel_size, rotation=rotation,
+                                       offset=(0.7, 1.3)))
+
+
+def test_embeddings_are_unit_vectors_of_the_configured_size():
+    from torch_geometric.data import Batch
+
+    torch.manual_seed(0)
+    model = RetrievalModel(RetrievalConfig(embed_dim=32, graph_hidden=16, graph_layers=2)).eval()
+    img = model.image(torch.randn(3, 1, VIEW, VIEW))
+    graphs = [zone_graph(get_entry("Si-diamond").structure, (1, 1, 0)),
+              zone_graph(get_entry("SrTiO3-perovskite").structure, (0, 0, 1))]
+    g = model.graph(Batch.from_data_list(graphs))
+    assert img.shape == (3, 32) and g.shape == (2, 32)
+    assert torch.allclose(img.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(g.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_structure_graph_sees_columns_along_the_beam():
+    # Si [110]: atoms stacked along the beam in dumbbell columns; the nearest same-column atom is one
+    # beam repeat (a/√2 · … = 3.84 Å) away, so edges with zero in-plane distance exist
+    g = zone_graph(get_entry("Si-diamond").structure, (1, 1, 0))
+    assert g.num_nodes >= 2 and g.edge_index.shape[1] > 0
+    assert g.x.shape[1] == 10 and g.edge_attr.shape[1] == 36
+    # a rotation about the beam cannot change the graph: its features are distances only
+    assert torch.isfinite(g.edge_attr).all()
+
+
+def test_canonical_view_resamples_to_the_canonical_pixel():
+    img = np.zeros((200, 200), np.float32)
+    img[::10, :] = 1.0  # lines every 10 px at 0.1 Å = every 1 Å
+    v = canonical_view(img, 0.1, 64)[0]
+    assert v.shape == (64, 64)
+    prof = v.mean(1)
+    spectrum = np.abs(np.fft.rfft(prof - prof.mean()))
+    period_px = 64 / np.argmax(spectrum)
+    assert period_px == pytest.approx(1.0 / 0.2, rel=0.05)  # 1 Å at 0.2 Å/px
+
+
+def test_shipped_index_matches_shipped_library(retriever):
+    index = retriever.index
+    lib = load_library()
+    want = {pair_key(e.id, z["uvw"]) for e in lib for z in e.zone_axes}
+    have = {pair_key(r["template_id"], r["zone_axis"]) for r in index.records}
+    assert have == want and len(index) == len(want)
+    assert index.meta["library_sha256"] == _file_hash(LIBRARY_FILE)
+    assert index.embeddings.shape == (len(want), retriever.model.config.embed_dim)
+    assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_index_is_what_the_shipped_model_embeds(retriever):
+    from model.retrieval import embed_graphs
+
+    graphs = library_graphs()
+    recs = retriever.index.records[:20]
+    emb = embed_graphs(retriever.model, [graphs[pair_key(r["template_id"], r["zone_axis"])] for r in recs])
+    assert np.allclose(emb, retriever.index.embeddings[:20], atol=1e-4)
+
+
+def test_element_filter_never_returns_a_foreign_element(retriever):
+    rng = np.random.default_rng(0)
+    for elements in (["Sr", "Ti", "O"], ["Si"], ["Mo", "S"], ["Ga", "As", "N"]):
+        q = rng.normal(size=retriever.index.embeddings.shape[1]).astype(np.float32)
+        cands = retriever.index.search(q / np.linalg.norm(q), 50, elements=elements)
+        assert cands, elements
+        by_id = {r["template_id"]: r for r in retriever.index.records}
+        for c in cands:
+            assert set(by_id[c.template_id]["elements"]) <= set(elements)
+    q = retriever.index.embeddings[0]
+    first = retriever.index.records[0]["template_id"]
+    assert all(c.template_id != first for c in retriever.index.search(q, 20, exclude=[first]))
+
+
+def _perovskite_001_ranks(retriever, sim, k: int) -> list[int]:
+    # the library labels cubic <001> by its symmetry-equivalent representative [100]
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=17.0)
+    cands = retriever.query(img, 0.12, k=k)
+    return [c.rank for c in cands if c.prototype == "perovskite" and c.zone_label == "[100]"]
+
+
+def test_clean_srtio3_001_is_among_the_closed_loop_candidates(retriever, sim):
+    from model.pipeline import Options
+
+    assert _perovskite_001_ranks(retriever, sim, Options().top_k)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #4 target: the shipped encoder (5 CPU epochs) ranks SrTiO3 [001] "
+                                       "4th-9th behind fluorite/CsCl [100]; the closed loop recovers it")
+def test_clean_srtio3_001_retrieves_a_cubic_perovskite_001_in_the_top_3(retriever, sim):
+    assert _perovskite_001_ranks(retriever, sim, 3)
+
+
+def _rotated_queries(retriever, sim):
+    entry = next(e for e in load_library(split="test") if e.id == "Si-diamond")  # never trained on
+    embs = [retriever.embed_image(clean_image(sim, entry.id, (1, 1, 0), rotation=r), 0.12)
+            for r in (0.0, 33.0, 90.0, 151.0)]
+    return np.array(embs), [retriever.index.search(e, 1)[0] for e in embs]
+
+
+def test_query_is_nearly_invariant_under_in_plane_rotation(retriever, sim):
+    embs, tops = _rotated_queries(retriever, sim)
+    assert (embs @ embs.T).min() > 0.95
+    assert {t.zone_label for t in tops} == {"[110]"}
+
+
+@pytest.mark.xfail(strict=True, reason="issue #4 target: top-1 flips between Ge-diamond and GaAs-zincblende [110] "
+                                       "(score gaps < 0.02) with the shipped 5-epoch encoder")
+def test_top1_is_invariant_under_in_plane_rotation(retriever, sim):
+    _, tops = _rotated_queries(retriever, sim)
+    assert len({(t.template_id, t.zone_label) for t in tops}) == 1
+
+
+def _unknown_scale_candidates(retriever, sim):
+    from model.pipeline import Options
+
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=5.0, pixel_size=0.1)
+    return retriever.query(img, None, k=Options().top_k)
+
+
+def test_unknown_pixel_size_queries_a_ladder_of_scales(retriever, sim):
+    from model.retrieval import UNKNOWN_PIXEL_LADDER
+
+    cands = _unknown_scale_candidates(retriever, sim)
+    assert len(cands) == 10 and all(c.pixel_size in UNKNOWN_PIXEL_LADDER for c in cands)
+    assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #4: without a pixel size the shipped encoder matches other crystals at "
+                                       "wrong scales (Li2O [111] at 0.05 Å/px) above SrTiO3 [001]")
+def test_unknown_pixel_size_still_finds_the_crystal(retriever, sim):
+    cands = _unknown_scale_candidates(retriever, sim)
+    assert any(c.prototype == "perovskite" and c.zone_label == "[100]" for c in cands)
+
+
+def test_train_cli_fits_and_exports_checkpoint_and_index(tmp_path):
+    """`python train.py fit --config configs/retrieval.yaml` end to end on a tiny dataset built on demand."""
+    data_cfg = tmp_path / "data.yaml"
+    data_cfg.write_text(yaml.safe_dump({
+        "splits": {"train": 8, "val": 4}, "image_size": 64, "thicknesses": [20.0], "shard_size": 8,
+        "cache_dir": ".cache/repeats", "include_monolayers": False, "simulation": {"method": "convolution"},
+        "conditions": {"pixel_size": [0.15, 0.2], "dose": [1e4, 1e5]}, "dask": {"workers": 1}}))
+    export, index = tmp_path / "r.pt", tmp_path / "idx.npz"
+    import train
+
+    train.main(["fit", "--config", "configs/retrieval.yaml", f"--data.path={tmp_path / 'ds'}",
+                f"--data.data_config={data_cfg}", "--data.batch_size=4", "--model.negatives=8",
+                "--model.graph_hidden=16", "--model.embed_dim=16", f"--model.export_path={export}",
+                f"--model.index_path={index}", "--trainer.max_epochs=1",
+                f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.logger=CSVLogger",
+                f"--trainer.logger.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"])
+    r = Retriever.from_checkpoint(export, index)
+    assert r.model.config.embed_dim == 16 and len(r.index) == len(TemplateIndex.load(index).records)
+    assert r.index.meta["checkpoint_sha256"] == _file_hash(export)
