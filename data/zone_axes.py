@@ -72,6 +72,9 @@ def _integer_vectors(r: int) -> np.ndarray:
     return g[np.any(g != 0, axis=1)]
 
 
+MAX_PRIMITIVE_SEARCH = 256  # atoms; the library's largest conventional cell has 56
+
+
 def oriented_cell(structure: Structure, uvw, max_index: int = 6, max_atoms: int = 2000) -> Atoms:
     """Periodic cell of ``structure`` with c ∥ [uvw] (along z) and a, b ⊥ c, a along x.
 
@@ -84,7 +87,10 @@ def oriented_cell(structure: Structure, uvw, max_index: int = 6, max_atoms: int 
     d = d_conv @ structure.lattice.matrix
     # work in the primitive cell (same Cartesian frame): along a centred-lattice direction the
     # true repeat is shorter than the conventional [uvw] vector (fcc [110]: a/√2, not a√2)
-    structure = structure.get_primitive_structure()
+    # (pymatgen's primitive search grows steeply with N; big P1 models such as the amorphous
+    # negatives of data.negatives are their own repeat, so they skip it)
+    if len(structure) <= MAX_PRIMITIVE_SEARCH:
+        structure = structure.get_primitive_structure()
     lat = structure.lattice.matrix
     p = np.linalg.solve(lat.T, d)
     d_frac = np.round(p * 12).astype(int)
