@@ -33,6 +33,12 @@ class Columns:
     def __len__(self) -> int:
         return len(self.x_px)
 
+    def window(self, i0: int, j0: int, height: int, width: int) -> "Columns":
+        """The columns inside rows i0…i0+height, cols j0…j0+width, in that window's pixel frame."""
+        keep = (self.x_px >= j0) & (self.x_px < j0 + width) & (self.y_px >= i0) & (self.y_px < i0 + height)
+        return Columns(self.x_px[keep] - j0, self.y_px[keep] - i0, self.score[keep], self.intensity[keep],
+                       self.pixel_size, None if self.cls is None else self.cls[keep])
+
     def classify(self, min_contrast: float = 1.5) -> np.ndarray:
         """Heavy/light columns by Otsu's threshold on intensity, when the brightest are at least
         ``min_contrast`` times the faintest (else one class: all heavy)."""

@@ -21,6 +21,9 @@ import numpy as np
 from data.io import LoadedImage
 
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "calibration.json"
+# px per side of the central window that lattice fit, alignment and verification read: a crystal
+# repeats, and an 8k field would cost minutes per candidate for nothing
+ANALYSIS_SIZE = 1024
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Pipeline:
                    options, calc, info)
 
     # ------------------------------------------------------------------ stages
-    def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None, denoise_px: float,
+    def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None,
                    exclude: list[str] | None = None) -> list[CandidateResult]:
         """Retrieve top-k, then align, reconstruct and verify each (the closed loop)."""
         from data.library import get_entry
@@ -175,7 +178,10 @@ class Pipeline:
         cols = den.columns
         lap("denoise")
         say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} candidates")
-        results = self.candidates(den.denoised, cols, px, den.working_pixel_size, exclude)
+        ny, nx = den.denoised.shape
+        h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
+        i0, j0 = (ny - h) // 2, (nx - w) // 2
+        results = self.candidates(den.denoised[i0:i0 + h, j0:j0 + w], cols.window(i0, j0, h, w), px, exclude)
         lap("retrieve_reconstruct_verify")
         ok = [r for r in results if r.verification is not None]
         best = max(ok, key=lambda r: r.score) if ok else None
@@ -187,6 +193,7 @@ class Pipeline:
             "confidence": round(conf, 4), "verification_score": round(score, 4),
             "threshold": self.calibration.threshold, "calibration": self.calibration.meta.get("source"),
             "columns": {"detected": len(cols)},
+            "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "elements": self.options.elements,
                         "potential": self.options.potential, "device": self.options.device},
             "timings": timings,
@@ -244,11 +251,11 @@ class Pipeline:
                        "relaxation": None}
         report |= {"lattice": lattice, "spacegroup": spacegroup}
         report["timings"] = timings | {"total": round(sum(timings.values()), 3)}
+        model_xy = self._model_columns(rec, (h, w), px_used)
         return Result(True, "", report, rec.structure, relaxed, den.denoised, xy_px,
-                      self._model_columns(rec, ver, den.denoised.shape, px_used),
-                      self._lattice_px(rec, px_used))
+                      None if model_xy is None else model_xy + [j0, i0], self._lattice_px(rec, px_used))
 
-    def _model_columns(self, rec, ver, shape, px) -> np.ndarray | None:
+    def _model_columns(self, rec, shape, px) -> np.ndarray | None:
         from data.scan import column_labels
         from model.verify import scan_geometry
 

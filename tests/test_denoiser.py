@@ -36,6 +36,11 @@ def test_column_extraction_is_subpixel_and_metrics_count():
     assert cols.classify().tolist() == [1, 0, 1]
     cols.intensity = np.array([10.0, 9.5, 9.0])  # no contrast: one class
     assert cols.classify().tolist() == [1, 1, 1]
+    # a window keeps the columns inside it, in its own pixel frame
+    win = cols.window(15, 20, 30, 40)  # rows 15-45, cols 20-60: only the column at (40.6, 20.2)
+    k = int(np.argmin(np.abs(cols.x_px - 40.6)))
+    assert len(win) == 1 and win.x_px[0] == pytest.approx(40.6 - 20, abs=0.05)
+    assert win.y_px[0] == pytest.approx(20.2 - 15, abs=0.05) and win.intensity[0] == cols.intensity[k]
 
 
 def test_dihedral_group_has_eight_distinct_elements():
