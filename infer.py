@@ -52,7 +52,7 @@ def check_out_dir(out: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data.io import InputError, check_pixel_size, load_image, parse_elements
+    from data.io import InputError, check_pixel_size, parse_elements
 
     try:
         if args.pixel_size is not None:
@@ -86,16 +86,17 @@ def main(argv=None) -> int:
     except (CheckpointError, RetrievalError, PotentialError) as e:
         return fail(2, str(e))
 
-    from model.outputs import summary_lines, write_result
-
     worst = 0
     for path in args.images:
-        code = run_one(pipe, path, args, out, say, summary_lines, write_result, load_image, InputError)
+        code = run_one(pipe, path, args, out, say)
         worst = max(worst, code, key=SEVERITY.get)
     return worst
 
 
-def run_one(pipe, path, args, out, say, summary_lines, write_result, load_image, InputError) -> int:
+def run_one(pipe, path, args, out, say) -> int:
+    from data.io import InputError, load_image
+    from model.outputs import summary_lines, write_result
+
     try:
         image = load_image(path, args.pixel_size)
     except InputError as e:

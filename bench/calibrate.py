@@ -24,7 +24,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from scipy.optimize import minimize
 
 from data.io import LoadedImage
-from data.library import load_library
+from data.library import zone_axis_pairs
 from data.negatives import amorphous_structure, noise_only
 from data.noise import ConditionRanges
 from data.sample import draw_sample
@@ -53,7 +53,7 @@ def main() -> None:
     pipe = Pipeline.load(Options(potential="none"))
     pipe.calibration = Calibration(threshold=-1.0)  # accept everything: we want the raw best scores
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15), dose=(5e3, 1e5))
-    pairs = [(e, z) for e in load_library(split="val") for z in e.zone_axes]
+    pairs = zone_axis_pairs("val")
     matcher = StructureMatcher()
     rows, t0 = [], time.time()
     for n in range(args.crystals + args.negatives):

@@ -24,9 +24,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means, estimate_sigma
 
 from data.config import DataConfig
-from data.library import load_library
-from data.noise import ConditionRanges, draw_conditions
-from data.sample import make_sample
+from data.library import zone_axis_pairs
+from data.noise import ConditionRanges
+from data.sample import draw_sample
 from data.simulate import Simulator
 from model.columns import extract_columns, match_columns
 from model.denoiser import Denoiser, normalize
@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     den = Denoiser.from_checkpoint(args.checkpoint)
-    pairs = [(e, z) for e in load_library(split="test") for z in e.zone_axes]
+    pairs = zone_axis_pairs("test")
     sim = Simulator(cache_dir=".cache/repeats")
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
     results = {"checkpoint": args.checkpoint, "per_bin": args.per_bin, "size": args.size, "bins": {}}
@@ -84,11 +84,9 @@ def main() -> None:
         crbs = []
         for _ in range(args.per_bin):
             entry, za = pairs[int(rng.integers(len(pairs)))]
-            rep = sim.simulate(entry.structure, za["uvw"], float(rng.choice([20.0, 40.0, 80.0])))
-            cond = draw_conditions(rng, ranges, (args.size, args.size), rep.cell)
-            cond = replace(cond, noise=replace(cond.noise, dose=dose))
-            s = make_sample(rep, cond, rng, min_visible_weight=DataConfig.heatmap_min_weight)
-            px = cond.geometry.pixel_size
+            s = draw_sample(sim, entry.structure, za["uvw"], rng, ranges, (args.size, args.size),
+                            thicknesses=(20.0, 40.0, 80.0), dose=dose, min_visible_weight=DataConfig.heatmap_min_weight)
+            px = s.conditions.geometry.pixel_size
             res = den(s.noisy, px)
             estimates = {"noisy": s.noisy, "ours": res.denoised, **baselines(s.noisy, px)}
             # float64 and the detector offset removed: SSIM's variances in float32 cancel catastrophically
@@ -112,8 +110,9 @@ def main() -> None:
             hm = (nlm - nlm.min()) / max(float(np.ptp(nlm)), 1e-9)
             det["nl_means_peaks"].append(match_columns(inner(extract_columns(hm, nlm, px, threshold=0.3).xy),
                                                        inner(truth)))
-            fraction = (s.clean - cond.noise.offset) / (cond.noise.gain * cond.noise.electrons_per_pixel(px))
-            sigma_psf = np.hypot(0.35, cond.noise.source_sigma)  # probe+column rms width (Å), 21 mrad at 200 kV
+            noise = s.conditions.noise
+            fraction = (s.clean - noise.offset) / (noise.gain * noise.electrons_per_pixel(px))
+            sigma_psf = np.hypot(0.35, noise.source_sigma)  # probe+column rms width (Å), 21 mrad at 200 kV
             crbs.append(crb_pm(fraction, np.stack([s.columns.x_px[vis], s.columns.y_px[vis]], 1), dose, px,
                                sigma_psf))
         row = {name: {"psnr": round(float(np.mean([a for a, _ in v])), 2),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.library import load_library
+from data.library import zone_axis_pairs
 from data.noise import ConditionRanges
 from data.sample import draw_sample
 from data.simulate import Simulator
@@ -71,7 +71,7 @@ def main() -> None:
     results = {"per_bin": args.per_bin, "size": args.size, "index_entries": len(ret.index),
                "denoiser": den.meta.get("git_commit"), "retrieval": ret.meta.get("git_commit"), "sets": {}}
     for set_name, split in (("seen", "train"), ("unseen", "test")):
-        pairs = [(e, z) for e in load_library(split=split) for z in e.zone_axes]
+        pairs = zone_axis_pairs(split)
         bins = {}
         for b, dose in enumerate(DOSES):
             rows = {m: [] for m in methods}

@@ -54,12 +54,9 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def candidates(cfg: DataConfig, split: str) -> list[tuple]:
     """(entry, zone axis) pairs of a split; the sampler draws uniformly from them."""
-    from data.library import LIBRARY_FILE, load_library
+    from data.library import LIBRARY_FILE, zone_axis_pairs
 
-    entries = load_library(cfg.library or LIBRARY_FILE, split=split)
-    if not cfg.include_monolayers:
-        entries = [e for e in entries if e.kind == "bulk"]
-    return [(e, z) for e in entries for z in e.zone_axes]
+    return zone_axis_pairs(split, cfg.library or LIBRARY_FILE, None if cfg.include_monolayers else "bulk")
 
 
 def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], simulators: list) -> dict:

@@ -229,6 +229,12 @@ def load_library(path: Path | str = LIBRARY_FILE, split: str | None = None, kind
     return [e for e in entries if (split is None or e.split == split) and (kind is None or e.kind == kind)]
 
 
+def zone_axis_pairs(split: str | None = None, path: Path | str = LIBRARY_FILE,
+                    kind: str | None = None) -> list[tuple[Entry, dict]]:
+    """Every (entry, zone axis) of the library, optionally of one split/kind: what images are made of."""
+    return [(e, z) for e in load_library(path, split, kind) for z in e.zone_axes]
+
+
 def get_entry(entry_id: str, path: Path | str = LIBRARY_FILE) -> Entry:
     for e in load_library(path):
         if e.id == entry_id:

@@ -80,11 +80,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             compute_views(self.path, split, self.hparams.denoiser_checkpoint, self.hparams.source)
 
     def setup(self, stage=None):
-        from data.library import load_library
+        from data.library import zone_axis_pairs
 
         # test-split materials never enter training, not even as negatives
-        entries = load_library(split="train") + load_library(split="val")
-        pairs = [(e, z) for e in entries for z in e.zone_axes]
+        pairs = zone_axis_pairs("train") + zone_axis_pairs("val")
         self.records = [pair_record(e, z) for e, z in pairs]
         self.keys = {pair_key(r["template_id"], r["zone_axis"]): i for i, r in enumerate(self.records)}
         self.train_pairs = np.array([i for i, r in enumerate(self.records) if r["split"] == "train"])

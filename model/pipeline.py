@@ -204,6 +204,7 @@ class Pipeline:
                    f"no candidate explains the image (best verification score {score:.3f} < threshold "
                    f"{self.calibration.threshold:.3f})")
             report |= {"status": "no_structure", "reason": why}
+            report["timings"] = timings | {"total": round(sum(timings.values()), 3)}
             return Result(False, why, report, denoised=den.denoised, columns_xy_px=xy_px)
 
         rec, ver = best.reconstruction, best.verification
@@ -257,11 +258,12 @@ class Pipeline:
 
     def _model_columns(self, rec, shape, px) -> np.ndarray | None:
         from data.scan import column_labels
+        from model.lattice import MIN_VISIBLE_WEIGHT
         from model.verify import scan_geometry
 
         try:
             repeat = self.simulator.simulate(rec.structure, rec.uvw, self.options.thickness)
-            lab = column_labels(repeat, scan_geometry(rec, shape, px), min_visible_weight=0.12)
+            lab = column_labels(repeat, scan_geometry(rec, shape, px), min_visible_weight=MIN_VISIBLE_WEIGHT)
             return np.stack([lab.x_px[lab.visible], lab.y_px[lab.visible]], 1)
         except (ValueError, RuntimeError):
             return None

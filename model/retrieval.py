@@ -106,7 +106,9 @@ def library_graphs(cache_dir: str | Path | None = ".cache/graphs") -> dict:
             return torch.load(path, weights_only=False)
         except Exception:  # a torn cache file is rebuilt, not trusted
             pass
-    graphs = {pair_key(e.id, z["uvw"]): zone_graph(e.structure, z["uvw"]) for e, z in library_pairs()}
+    from data.library import zone_axis_pairs
+
+    graphs = {pair_key(e.id, z["uvw"]): zone_graph(e.structure, z["uvw"]) for e, z in zone_axis_pairs()}
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -280,12 +282,6 @@ class TemplateIndex:
                          r["spacegroup"], r["kind"], score, pixel_size)
 
 
-def library_pairs(split: str | None = None) -> list[tuple]:
-    from data.library import load_library
-
-    return [(e, z) for e in load_library(split=split) for z in e.zone_axes]
-
-
 def pair_record(entry, za) -> dict:
     return {"template_id": entry.id, "zone_axis": list(za["uvw"]), "zone_label": za["label"],
             "formula": entry.reduced_formula, "prototype": entry.prototype, "spacegroup": entry.spacegroup,
@@ -312,9 +308,9 @@ def _file_hash(path: Path) -> str:
 
 def build_index(model: RetrievalModel, checkpoint: str | Path | None = None, device: str = "cpu") -> TemplateIndex:
     """Embed every library entry × zone axis (all splits: the index is what users search)."""
-    from data.library import LIBRARY_FILE
+    from data.library import LIBRARY_FILE, zone_axis_pairs
 
-    pairs = library_pairs()
+    pairs = zone_axis_pairs()
     lib = library_graphs()
     graphs = [lib[pair_key(e.id, z["uvw"])] for e, z in pairs]
     emb = embed_graphs(model.eval().to(device), graphs, device=device)
