@@ -36,6 +36,10 @@ DOSES = (1e3, 5e3, 2e4, 1e5)
 KEYS = ("pair", "material", "prototype_zone", "zone")
 
 
+def _commit(meta: dict) -> str | None:
+    return meta.get("git_commit") or (meta.get("git") or {}).get("commit")
+
+
 def hits(cands, truth: dict) -> dict:
     """Top-1 and top-5 hits for each notion of 'right'."""
     def key(c, what):
@@ -69,7 +73,7 @@ def main() -> None:
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
     methods = ["ours", "ours+elements"] + [b.name for b in base] + [b.name + "+elements" for b in base]
     results = {"per_bin": args.per_bin, "size": args.size, "index_entries": len(ret.index),
-               "denoiser": den.meta.get("git_commit"), "retrieval": ret.meta.get("git_commit"), "sets": {}}
+               "denoiser": _commit(den.meta), "retrieval": _commit(ret.meta), "sets": {}}
     for set_name, split in (("seen", "train"), ("unseen", "test")):
         pairs = zone_axis_pairs(split)
         bins = {}

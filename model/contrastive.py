@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from model.retrieval import (CANONICAL_PIXEL, STORED_VIEW, VIEW, RetrievalConfig, RetrievalModel, build_index, canonical_view,
                              library_graphs, pair_key, pair_record, save_checkpoint, _file_hash)
-from model.training import adamw_one_cycle, dihedral
+from model.training import adamw_one_cycle, dihedral, log_images
 
 
 def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None, source: str = "denoised",
@@ -153,7 +153,10 @@ class RetrievalModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         views, pair = batch
-        self._val.append((self.net.image(self._augment(views, False)).float().cpu(), pair.cpu()))
+        x = self._augment(views, False)
+        if batch_idx == 0:
+            self._samples = x[:4, 0].float().cpu().numpy()
+        self._val.append((self.net.image(x).float().cpu(), pair.cpu()))
 
     def on_validation_epoch_end(self):
         if not self._val:
@@ -173,6 +176,11 @@ class RetrievalModule(pl.LightningModule):
         top5 = float(np.mean([t in row for t, row in zip(true, top)]))
         proto = float(np.mean([pz(row[0]) == pz(t) for t, row in zip(true, top)]))
         loss = F.cross_entropy(self.net.logit_scale.exp().clamp(max=100).cpu() * scores, torch.from_numpy(true))
+        samples, self._samples = getattr(self, "_samples", None), None
+        if samples is not None and not self.trainer.sanity_checking:
+            name = lambda i: f"{rec[i]['template_id']} [{rec[i]['zone_label']}]"  # noqa: E731
+            log_images(self, "val/queries", list(samples),
+                       [f"true {name(t)} / top-1 {name(row[0])}" for t, row in zip(true[:len(samples)], top)])
         self.log_dict({"val/top1": top1, "val/top5": top5, "val/proto_zone_top1": proto, "val/loss": float(loss)},
                       prog_bar=True)
 

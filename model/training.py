@@ -1,11 +1,16 @@
-"""Lightning pieces for the denoiser: data module over the data engine's datasets, the module, export."""
+"""Lightning pieces: the CLI train.py runs, the denoiser's data module and module, export, media logging."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,6 +18,58 @@ import torch.nn.functional as F
 from model.columns import extract_columns, match_columns
 from model.denoiser import CHECKPOINT_FORMAT, normalize
 from model.unet import UNet, UNetConfig
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def wandb_usable() -> bool:
+    if os.environ.get("WANDB_MODE") == "disabled":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
+class StemCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser):
+        parser.set_defaults({"trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"})
+
+
+def _without_wandb(args: list[str]) -> list[str]:
+    """The same arguments with every WandbLogger taken out of the --config files. Without wandb the
+    parser cannot even validate that logger, so this happens before parsing."""
+    import tempfile
+
+    import yaml
+
+    out, dropped = list(args), False
+    for n, a in enumerate(args[:-1]):
+        if a != "--config" or not Path(args[n + 1]).is_file():
+            continue
+        cfg = yaml.safe_load(Path(args[n + 1]).read_text()) or {}
+        loggers = (cfg.get("trainer") or {}).get("logger")
+        if isinstance(loggers, list):
+            kept = [lg for lg in loggers if not str(lg.get("class_path", "")).endswith("WandbLogger")]
+            if len(kept) < len(loggers):
+                cfg["trainer"]["logger"] = kept or False
+                f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+                f.write(yaml.safe_dump(cfg, sort_keys=False))
+                f.close()
+                out[n + 1], dropped = f.name, True
+    if dropped:
+        warnings.warn("wandb is not installed or WANDB_MODE=disabled: W&B logging is off, the CSV log remains",
+                      stacklevel=2)
+    return out
+
+
+def make_cli(args: list[str], run: bool = True, **kwargs) -> StemCLI:
+    """The one LightningCLI of the project (train.py fit …, and each stage of the recipe)."""
+    # the recipe passes args while sys.argv holds its own flags; Lightning warns about exactly that
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+    if not wandb_usable():
+        args = _without_wandb(args)
+    return StemCLI(None, None, subclass_mode_model=True, subclass_mode_data=True, seed_everything_default=0,
+                   save_config_kwargs={"overwrite": True}, args=args, run=run, **kwargs)
 
 
 class StemDataModule(pl.LightningDataModule):
@@ -65,6 +122,23 @@ def _collate_val(rows):
     return out
 
 
+def log_images(module: pl.LightningModule, key: str, images: list[np.ndarray], captions: list[str]):
+    """Sample images as media in W&B (and TensorBoard when configured); CSV logs skip them."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    def u8(a):
+        lo, hi = np.percentile(a, [0.5, 99.5])
+        return (np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+
+    images = [u8(np.asarray(a, np.float32)) for a in images]
+    for logger in module.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=images, caption=captions, step=module.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            for n, (img, cap) in enumerate(zip(images, captions)):
+                logger.experiment.add_image(f"{key}/{n}_{cap}", img[None], module.global_step)
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 symmetries of the square on the last two axes."""
     if k >= 4:
@@ -72,12 +146,24 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
+class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
+    """One-cycle schedule that a resumed run can lengthen (more epochs than the stopped run had):
+    the restored state keeps its step counter but takes this run's horizon, instead of failing
+    once it steps past the old end."""
+
+    def load_state_dict(self, state_dict):
+        total, phases = self.total_steps, self._schedule_phases
+        super().load_state_dict(state_dict)
+        if total > self.total_steps:
+            self.total_steps, self._schedule_phases = total, phases
+
+
 def adamw_one_cycle(module: pl.LightningModule) -> dict:
     """AdamW with a one-cycle schedule over the whole run (``lr``, ``weight_decay`` from hparams)."""
     h = module.hparams
     opt = torch.optim.AdamW(module.parameters(), lr=h.lr, weight_decay=h.weight_decay)
     total = module.trainer.estimated_stepping_batches
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=max(int(total), 1), pct_start=0.1)
+    sched = OneCycle(opt, max_lr=h.lr, total_steps=max(int(total), 1), pct_start=0.1)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -121,12 +207,23 @@ class DenoiserModule(pl.LightningModule):
         psnr = (10 * torch.log10(rng ** 2 / mse.clamp_min(1e-12))).mean()
         probs = torch.sigmoid(logits[:, 0]).float().cpu().numpy()
         dens = den[:, 0].float().cpu().numpy()
+        if batch_idx == 0:
+            self._samples = (batch["noisy"][:3].float().cpu().numpy(), dens[:3], probs[:3])
         f1 = []
         for p, d, (tx, ty, px) in zip(probs, dens, batch["columns"]):
             cols = extract_columns(p, d, px)
             f1.append(match_columns(cols.xy, np.stack([tx, ty], 1) * px).f1)
         self.log_dict({"val/loss": loss, "val/l1": l_den, "val/bce": l_heat, "val/psnr": psnr,
                        "val/f1": float(np.mean(f1))}, prog_bar=True, batch_size=len(probs))
+
+    def on_validation_epoch_end(self):
+        samples, self._samples = getattr(self, "_samples", None), None
+        if samples and not self.trainer.sanity_checking:
+            images, captions = [], []
+            for n, (noisy, den, heat) in enumerate(zip(*samples)):
+                images += [noisy, den, heat]
+                captions += [f"{n} noisy", f"{n} denoised", f"{n} heatmap"]
+            log_images(self, "val/samples", images, captions)
 
     def configure_optimizers(self):
         return adamw_one_cycle(self)
@@ -144,11 +241,43 @@ class DenoiserModule(pl.LightningModule):
         return path
 
 
-def _git_commit() -> str:
+def git_state() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return {"commit": "unknown", "dirty": None}
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "torch": str(torch.__version__)}  # with its CUDA build tag
+    for name in ("stem2struct", "pytorch-lightning", "timm", "torch-geometric", "abtem", "pymatgen",
+                 "ase", "datasets", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def dataset_fingerprint(path: str | Path | None) -> dict | None:
+    """The ``datasets`` fingerprint of each split (changes with any content change) plus a digest."""
+    if not path or not (Path(path) / "dataset_dict.json").is_file():
+        return None
+    splits = {state.parent.name: json.loads(state.read_text()).get("_fingerprint")
+              for state in sorted(Path(path).glob("*/state.json"))}
+    digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()[:16]
+    return {"path": str(path), "splits": splits, "digest": digest}
+
+
+def library_hash() -> str:
+    from data.library import LIBRARY_FILE
+
+    return hashlib.sha256(Path(LIBRARY_FILE).read_bytes()).hexdigest()[:16]
 
 
 class ExportBest(pl.Callback):
@@ -165,7 +294,8 @@ class ExportBest(pl.Callback):
             module.load_state_dict(state)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         dm = trainer.datamodule
-        meta = {"git_commit": _git_commit(), "best_checkpoint": best,
+        meta = {"git": git_state(), "versions": package_versions(), "library_sha256": library_hash(),
+                "dataset_fingerprint": dataset_fingerprint(getattr(dm, "path", None)), "best_checkpoint": best,
                 "epochs": trainer.current_epoch,  # completed: the counter has moved past the last one
                 "val_metrics_last_epoch": metrics, "dataset": getattr(dm, "path", None),
                 "data_config": getattr(dm, "data_config", None)}
