@@ -187,17 +187,70 @@ def relax(structure: Structure, calculator, fmax: float = 0.02, steps: int = 500
 
 # Elemental references for formation energies, computed with the same potential as the compound.
 REFERENCE_DIR = Path(__file__).parent / "references"
-DIATOMIC = ("H", "N", "O", "F", "Cl")  # gases at standard conditions: an isolated molecule in a box
+DIATOMIC = ("H", "N", "O", "F", "Cl", "Br", "I")  # X2 molecules (Br2 and I2 as for Cl2: one convention per group)
 BOX = 15.0  # Å, molecule-to-image distance well beyond the potentials' cutoffs (5-6 Å)
+
+# Elements whose ground state ASE's reference_states does not build (or builds as a structure that is
+# not the standard state): (space group, lattice (a, b, c, alpha, beta, gamma), [(species, Wyckoff
+# representative)], source). Experimental room-temperature structures; relax() refines them.
+CRYSTAL_REFERENCES = {
+    "C": (194, (2.464, 2.464, 6.711, 90, 90, 120), [(0, 0, 0.25), (1 / 3, 2 / 3, 0.25)], "graphite"),
+    "B": (166, (4.908, 4.908, 12.567, 90, 90, 120), [(0.11886, 0.88114, 0.89133), (0.19686, 0.80314, 0.02432)],
+          "alpha-rhombohedral B12"),
+    "P": (64, (3.3136, 10.478, 4.3763, 90, 90, 90), [(0, 0.10168, 0.08056)], "black phosphorus"),
+    "Ga": (64, (4.5192, 7.6586, 4.5258, 90, 90, 90), [(0, 0.1549, 0.0810)], "alpha-Ga"),
+    "As": (166, (3.7598, 3.7598, 10.5475, 90, 90, 120), [(0, 0, 0.22712)], "grey arsenic (A7)"),
+    "Sb": (166, (4.3084, 4.3084, 11.2740, 90, 90, 120), [(0, 0, 0.23349)], "antimony (A7)"),
+    "Bi": (166, (4.5460, 4.5460, 11.8620, 90, 90, 120), [(0, 0, 0.23407)], "bismuth (A7)"),
+    "Se": (152, (4.3662, 4.3662, 4.9536, 90, 90, 120), [(0.2254, 0, 1 / 3)], "trigonal Se"),
+    "Te": (152, (4.4572, 4.4572, 5.9290, 90, 90, 120), [(0.2636, 0, 1 / 3)], "trigonal Te"),
+    "In": (139, (3.2523, 3.2523, 4.9461, 90, 90, 90), [(0, 0, 0)], "tetragonal In"),
+    "Hg": (166, (3.4646, 3.4646, 6.7191, 90, 90, 120), [(0, 0, 0)], "rhombohedral alpha-Hg"),
+    "U": (63, (2.854, 5.869, 4.955, 90, 90, 90), [(0, 0.1025, 0.25)], "alpha-U"),
+    "Mn": (217, (8.9125, 8.9125, 8.9125, 90, 90, 90),
+           [(0, 0, 0), (0.3179, 0.3179, 0.3179), (0.3571, 0.3571, 0.0347), (0.0896, 0.0896, 0.2819)], "alpha-Mn"),
+}
+
+
+# β-Sn, the standard state (α-Sn is stable only below 13 °C), written out: I4_1/amd's origin choices
+# make a Wyckoff representative ambiguous
+BETA_SN = ((5.8318, 5.8318, 3.1819, 90, 90, 90), [(0, 0, 0), (0.5, 0.5, 0.5), (0, 0.5, 0.25), (0.5, 0, 0.75)])
+BOND = {"Br": 2.281, "I": 2.666}  # Å, gas-phase X2 bonds for molecules ASE's g2 set lacks
+
+
+def _s8_crown():
+    """An S8 crown (D4d): bonds 2.06 Å, S-S-S 108°, alternating ±h about the ring's plane."""
+    from ase import Atoms
+
+    d, theta = 2.06, np.radians(108.0)
+    r = d * np.sqrt(2 - 2 * np.cos(theta)) / np.sqrt(2)  # same-height neighbours sit 90° apart
+    h = 0.5 * np.sqrt(d ** 2 - (2 * r * np.sin(np.pi / 8)) ** 2)
+    k = np.arange(8)
+    pos = np.stack([r * np.cos(k * np.pi / 4), r * np.sin(k * np.pi / 4), np.where(k % 2, h, -h)], 1)
+    return Atoms("S8", positions=pos)
 
 
 def reference_structure(element: str) -> tuple[Structure, bool]:
-    """(ground-state structure, is_molecule) from ASE's reference states; KeyError if we have none."""
+    """(standard-state structure, is_molecule); KeyError if we have none for ``element``."""
     from ase.build import bulk, molecule
     from ase.data import atomic_numbers, reference_states
+    from pymatgen.core import Lattice
 
-    if element in DIATOMIC:
-        atoms = molecule(f"{element}2")
+    from ase import Atoms
+
+    if element in CRYSTAL_REFERENCES:
+        sg, lat, sites, _ = CRYSTAL_REFERENCES[element]
+        return Structure.from_spacegroup(sg, Lattice.from_parameters(*lat), [element] * len(sites), sites), False
+    if element == "Sn":
+        return Structure(Lattice.from_parameters(*BETA_SN[0]), ["Sn"] * 4, BETA_SN[1]), False
+    if element in DIATOMIC or element == "S":
+        # orthorhombic sulfur packs S8 crowns; the crown alone omits their weak (van der Waals) binding
+        if element == "S":
+            atoms = _s8_crown()
+        elif element in BOND:
+            atoms = Atoms(f"{element}2", positions=[[0, 0, 0], [0, 0, BOND[element]]])
+        else:
+            atoms = molecule(f"{element}2")
         atoms.set_cell([BOX, BOX, BOX])
         atoms.center()
         atoms.pbc = True
