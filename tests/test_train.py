@@ -108,7 +108,8 @@ def test_config_typos_fail_before_any_work(tmp_path):
 
 
 def test_recipe_files_are_checked_strictly(tmp_path):
-    assert load_recipe(ROOT / "configs" / "recipe.yaml").stages == ["data", "denoiser", "retrieval", "index"]
+    for name in ("recipe.yaml", "recipe_smoke.yaml", "recipe_gpu.yaml"):
+        assert load_recipe(ROOT / "configs" / name).stages == ["data", "denoiser", "retrieval", "index"]
     bad = tmp_path / "r.yaml"
     bad.write_text((ROOT / "configs" / "recipe_smoke.yaml").read_text().replace("run_root:", "run_rot:"))
     with pytest.raises(RecipeError, match="run_rot"):
