@@ -220,8 +220,9 @@ def run(args) -> None:
             if str(row["id"]) in done:
                 continue
             truth = Structure.from_str(str(row["truth_cif"]), fmt="cif") if row["kind"] == "crystal" else None
-            if spec.get("elements") and truth is not None:
-                pipe.options = replace(pipe.options, elements=[str(e) for e in truth.composition.elements])
+            if spec.get("elements"):  # the truth's elements; a non-crystal has none to give
+                pipe.options = replace(pipe.options, elements=None if truth is None else
+                                       [str(e) for e in truth.composition.elements])
             given = spec.get("pixel", True)
             image = np.asarray(row["image"], np.float32)
             if baseline is not None:
