@@ -162,11 +162,6 @@ def build(args) -> None:
     print(f"wrote {args.out}: {len(plan)} samples")
 
 
-def lattice_error(rec: dict, truth) -> float:
-    t = dict(zip("abc", truth.lattice.abc))
-    return float(np.mean([abs(rec[k] - t[k]) / t[k] for k in "abc"]))
-
-
 def seed_structure(template_id: str, uvw):
     """The seed system's output: the template's cell along the beam, every atom on one plane (z = 3 Å), P1."""
     from pymatgen.core import Lattice, Structure
@@ -200,6 +195,7 @@ def run(args) -> None:
 
     from data.io import LoadedImage
     from model.pipeline import Options, Pipeline
+    from model.reconstruct import match_truth
 
     spec = VARIANTS[args.variant]
     ds = load_from_disk(str(args.data)).with_format("numpy")
@@ -246,10 +242,7 @@ def run(args) -> None:
                    "truth_rank": rank, "success": False, "rmsd": None, "lattice_error": None,
                    "timings": res.report.get("timings", {})}
             if res.accepted and truth is not None:
-                rec["success"] = bool(matcher.fit(res.reconstructed, truth))
-                rms = matcher.get_rms_dist(res.reconstructed, truth) if rec["success"] else None
-                rec["rmsd"] = None if rms is None else float(rms[0])
-                rec["lattice_error"] = lattice_error(res.report["lattice"]["reconstructed"], truth)
+                rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
 

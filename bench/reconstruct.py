@@ -27,15 +27,11 @@ from data.library import zone_axis_pairs
 from data.noise import ConditionRanges
 from data.sample import draw_sample
 from model.pipeline import Options, Pipeline
+from model.reconstruct import match_truth
 
 DOSES = (1e3, 5e3, 2e4, 1e5)
 MODES = {"given": {"top_k": 5, "pixel": True}, "estimated": {"top_k": 5, "pixel": False},
          "top1": {"top_k": 1, "pixel": True}}
-
-
-def lattice_error(rec: dict, truth) -> float:
-    t = dict(zip("abc", truth.lattice.abc))
-    return float(np.mean([abs(rec[k] - t[k]) / t[k] for k in "abc"]))
 
 
 def main() -> None:
@@ -70,12 +66,9 @@ def main() -> None:
                 row = {"truth": entry.id, "zone": za["label"], "accepted": res.accepted, "success": False,
                        "rmsd": None, "lattice_error": None, "seconds": res.report["timings"]["total"]}
                 if res.accepted:
-                    rec = res.reconstructed
                     row["template"] = res.report["template"]["id"]
-                    row["success"] = bool(matcher.fit(rec, entry.structure))
-                    rms = matcher.get_rms_dist(rec, entry.structure) if row["success"] else None
-                    row["rmsd"] = None if rms is None else float(rms[0])
-                    row["lattice_error"] = lattice_error(res.report["lattice"]["reconstructed"], entry.structure)
+                    row.update(match_truth(res.reconstructed, entry.structure, res.report["lattice"]["reconstructed"],
+                                           matcher))
                 rows.append(row)
             errs = [r["lattice_error"] for r in rows if r["success"]]
             bins[f"{dose:.0e}"] = {

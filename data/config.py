@@ -104,22 +104,32 @@ def _build(cls, data: Any, where: str):
         raise ConfigError(f"{where or 'config'}: {e}") from None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content (None for an empty file); ConfigError when missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
+
+
+def set_dotted(tree: dict, key: str, value) -> None:
+    """``a.b.c = value`` in nested mappings, creating the missing ones (their validation names a
+    key that does not exist)."""
+    node = tree
+    for part in key.split(".")[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key!r}: {part!r} is not a mapping")
+    node[key.split(".")[-1]] = value
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> DataConfig:
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
+    raw = (read_yaml(path) or {}) if path is not None else {}
     for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
+        set_dotted(raw, key, value)
     return _build(DataConfig, raw, "")
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from model.retrieval import (CANONICAL_PIXEL, STORED_VIEW, VIEW, RetrievalConfig, RetrievalModel, build_index, canonical_view,
-                             library_graphs, pair_key, pair_record, save_checkpoint, _file_hash)
+                             library_graphs, pair_key, pair_record, save_checkpoint, file_hash)
 from model.training import adamw_one_cycle, dihedral, log_images
 
 
@@ -26,7 +26,7 @@ def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None,
     from datasets import load_from_disk
 
     path = Path(path)
-    tag = source if source != "denoised" else f"denoised-{_file_hash(denoiser_checkpoint)}"
+    tag = source if source != "denoised" else f"denoised-{file_hash(denoiser_checkpoint)}"
     cache, keys_file = path / f"views_{split}_{tag}_{STORED_VIEW}.npy", path / f"views_{split}_keys.json"
     if cache.is_file() and keys_file.is_file():
         return np.load(cache), json.loads(keys_file.read_text())

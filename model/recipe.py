@@ -16,18 +16,18 @@ any stage starts, so a typo costs seconds, not a dataset build.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from data.config import ConfigError, read_yaml, set_dotted
 from model.training import dataset_fingerprint, git_state, library_hash, package_versions
 
 STAGES = ("data", "denoiser", "retrieval", "index")
@@ -74,13 +74,10 @@ def _strict(cls, data, where: str):
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+        raw = read_yaml(path) or {}
+    except ConfigError as e:
+        raise RecipeError(f"recipe: {e}") from None
     raw = dict(raw) if isinstance(raw, dict) else raw
     for stage in TRAINED:
         if isinstance(raw, dict) and stage in raw:
@@ -94,19 +91,6 @@ def _check_stages(stages, where: str):
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise RecipeError(f"{where}: unknown stage(s) {bad}; stages are {list(STAGES)}")
-
-
-def set_dotted(tree: dict, key: str, value, where: str):
-    """``a.b.c = value`` in nested dicts; intermediate mappings are created (the stage's own
-    parser rejects a key that does not exist, with its name)."""
-    node = tree
-    parts = key.split(".")
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise RecipeError(f"{where}: {key!r}: {p!r} is not a mapping")
-        node = nxt
-    node[parts[-1]] = value
 
 
 def parse_overrides(items: list[str], flag: str) -> list[tuple[str, str, object]]:
@@ -144,7 +128,7 @@ def _fill(value, run_dir: Path):
 
 
 def _resolve_data(spec: StageSpec, run_dir: Path, dask_address: str | None) -> dict:
-    from data.config import ConfigError, load_config, to_dict
+    from data.config import load_config, to_dict
 
     overrides = {k: _fill(v, run_dir) for k, v in spec.data_set.items()}
     if dask_address:
@@ -157,12 +141,15 @@ def _resolve_data(spec: StageSpec, run_dir: Path, dask_address: str | None) -> d
 
 def _resolve_lightning(stage: str, spec: StageSpec, run_dir: Path, data_cfg: dict, data_file: Path,
                        recipe: Recipe, group: str) -> dict:
-    path = Path(spec.config)
-    if not path.is_file():
-        raise RecipeError(f"{stage}: Lightning config {path} not found")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = read_yaml(spec.config) or {}
+    except ConfigError as e:
+        raise RecipeError(f"{stage}: Lightning {e}") from None
     for key, value in spec.set.items():
-        set_dotted(cfg, key, _fill(value, run_dir), f"{stage}.set")
+        try:
+            set_dotted(cfg, key, _fill(value, run_dir))
+        except ConfigError as e:
+            raise RecipeError(f"{stage}.set: {e}") from None
     out = run_dir / stage
     ckpts = run_dir / "checkpoints"
     trainer = cfg.setdefault("trainer", {})
@@ -216,20 +203,15 @@ def plan(recipe: Recipe, stages: list[str], run_dir: Path) -> list[StagePlan]:
 def validate_lightning(cfg: dict, stage: str):
     """Parse and instantiate (model, data module, trainer) without fitting: unknown keys, wrong
     types and missing classes fail here."""
-    import tempfile
-
     from model.training import make_cli
 
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "config.yaml"
-        f.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        try:
-            make_cli(["--config", str(f)], run=False, parser_kwargs={"exit_on_error": False})
-        except SystemExit:  # jsonargparse has printed the reason
-            raise RecipeError(f"{stage}: invalid Lightning config (see the message above)") from None
-        except Exception as e:  # noqa: BLE001 - any parser/instantiation error is a config error here
-            msg = " ".join(str(e).split())
-            raise RecipeError(f"{stage}: invalid Lightning config: {msg[:400]}") from None
+    try:
+        make_cli(["--config", yaml.safe_dump(cfg, sort_keys=False)], run=False, parser_kwargs={"exit_on_error": False})
+    except SystemExit:  # jsonargparse has printed the reason
+        raise RecipeError(f"{stage}: invalid Lightning config (see the message above)") from None
+    except Exception as e:  # noqa: BLE001 - any parser/instantiation error is a config error here
+        msg = " ".join(str(e).split())
+        raise RecipeError(f"{stage}: invalid Lightning config: {msg[:400]}") from None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -377,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _write_yaml(run_dir / "recipe.yaml", _recipe_dict(recipe))
+    _write_yaml(run_dir / "recipe.yaml", asdict(recipe))
     prov = provenance(recipe_file, run_dir)
     summary = {}
     for p in plans:
@@ -405,12 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         print("installed into checkpoints/: " + ", ".join(install(run_dir)))
     return 0
-
-
-def _recipe_dict(recipe: Recipe) -> dict:
-    from dataclasses import asdict
-
-    return copy.deepcopy(asdict(recipe))
 
 
 if __name__ == "__main__":

@@ -295,3 +295,17 @@ def reconstruct(entry, uvw, alignment: Alignment) -> Reconstruction:
         pixel_size_sigma=alignment.pixel_size_sigma, pixel_size_source=alignment.pixel_size_source,
         alignment=alignment, template_lattice=dict(zip(PARAMS, (*lat0.abc, *lat0.angles))),
         strain_residual=float(np.sqrt(np.mean(resid ** 2))), frame_affine=F, frame_shift=f, notes=notes)
+
+
+def match_truth(structure: Structure, truth: Structure, lattice: dict, matcher=None) -> dict:
+    """Benchmark scores of a reconstruction against the true crystal: ``success`` under pymatgen's
+    StructureMatcher (default tolerances unless ``matcher`` is given), its RMSD when it matches, and
+    the mean |Δx|/x over the conventional a, b, c (``lattice``: the report's reconstructed lattice)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = matcher or StructureMatcher()
+    success = bool(matcher.fit(structure, truth))
+    rms = matcher.get_rms_dist(structure, truth) if success else None
+    t = dict(zip("abc", truth.lattice.abc))
+    return {"success": success, "rmsd": None if rms is None else float(rms[0]),
+            "lattice_error": float(np.mean([abs(lattice[k] - t[k]) / t[k] for k in "abc"]))}

@@ -99,7 +99,7 @@ def library_graphs(cache_dir: str | Path | None = ".cache/graphs") -> dict:
     file's hash (they take ~25 ms each to build)."""
     from data.library import LIBRARY_FILE
 
-    h = hashlib.sha256(f"{GRAPH_VERSION}-{GRAPH_CUTOFF}-{_file_hash(LIBRARY_FILE)}".encode()).hexdigest()[:16]
+    h = hashlib.sha256(f"{GRAPH_VERSION}-{GRAPH_CUTOFF}-{file_hash(LIBRARY_FILE)}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"graphs-{h}.pt" if cache_dir else None
     if path and path.is_file():
         try:
@@ -302,7 +302,7 @@ def embed_graphs(model: RetrievalModel, graphs: list, batch_size: int = 64, devi
     return torch.cat(out).numpy()
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
@@ -314,8 +314,8 @@ def build_index(model: RetrievalModel, checkpoint: str | Path | None = None, dev
     lib = library_graphs()
     graphs = [lib[pair_key(e.id, z["uvw"])] for e, z in pairs]
     emb = embed_graphs(model.eval().to(device), graphs, device=device)
-    meta = {"library_sha256": _file_hash(LIBRARY_FILE), "entries": len({e.id for e, _ in pairs}),
-            "checkpoint_sha256": _file_hash(checkpoint) if checkpoint else None, "model": model.config.to_dict()}
+    meta = {"library_sha256": file_hash(LIBRARY_FILE), "entries": len({e.id for e, _ in pairs}),
+            "checkpoint_sha256": file_hash(checkpoint) if checkpoint else None, "model": model.config.to_dict()}
     return TemplateIndex(emb, [pair_record(e, z) for e, z in pairs], meta)
 
 

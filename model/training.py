@@ -36,26 +36,23 @@ class StemCLI(LightningCLI):
 
 
 def _without_wandb(args: list[str]) -> list[str]:
-    """The same arguments with every WandbLogger taken out of the --config files. Without wandb the
-    parser cannot even validate that logger, so this happens before parsing."""
-    import tempfile
-
+    """The same arguments with every WandbLogger taken out of the --config files (or YAML texts).
+    Without wandb the parser cannot even validate that logger, so this happens before parsing; the
+    edited config goes back as YAML text, which --config takes as well as a path."""
     import yaml
 
     out, dropped = list(args), False
     for n, a in enumerate(args[:-1]):
-        if a != "--config" or not Path(args[n + 1]).is_file():
+        if a != "--config":
             continue
-        cfg = yaml.safe_load(Path(args[n + 1]).read_text()) or {}
-        loggers = (cfg.get("trainer") or {}).get("logger")
+        src = Path(args[n + 1])
+        cfg = yaml.safe_load(src.read_text() if src.is_file() else args[n + 1])
+        loggers = (cfg.get("trainer") or {}).get("logger") if isinstance(cfg, dict) else None
         if isinstance(loggers, list):
             kept = [lg for lg in loggers if not str(lg.get("class_path", "")).endswith("WandbLogger")]
             if len(kept) < len(loggers):
                 cfg["trainer"]["logger"] = kept or False
-                f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-                f.write(yaml.safe_dump(cfg, sort_keys=False))
-                f.close()
-                out[n + 1], dropped = f.name, True
+                out[n + 1], dropped = yaml.safe_dump(cfg, sort_keys=False), True
     if dropped:
         warnings.warn("wandb is not installed or WANDB_MODE=disabled: W&B logging is off, the CSV log remains",
                       stacklevel=2)
@@ -276,8 +273,9 @@ def dataset_fingerprint(path: str | Path | None) -> dict | None:
 
 def library_hash() -> str:
     from data.library import LIBRARY_FILE
+    from model.retrieval import file_hash
 
-    return hashlib.sha256(Path(LIBRARY_FILE).read_bytes()).hexdigest()[:16]
+    return file_hash(LIBRARY_FILE)
 
 
 class ExportBest(pl.Callback):

@@ -10,7 +10,7 @@ from data.library import LIBRARY_FILE, get_entry, load_library
 from data.scan import ScanGeometry, render
 from data.simulate import Simulator
 from model.retrieval import (VIEW, RetrievalConfig, RetrievalModel, Retriever, TemplateIndex, canonical_view,
-                             library_graphs, pair_key, zone_graph, _file_hash)
+                             library_graphs, pair_key, zone_graph, file_hash)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_shipped_index_matches_shipped_library(retriever):
     want = {pair_key(e.id, z["uvw"]) for e in lib for z in e.zone_axes}
     have = {pair_key(r["template_id"], r["zone_axis"]) for r in index.records}
     assert have == want and len(index) == len(want)
-    assert index.meta["library_sha256"] == _file_hash(LIBRARY_FILE)
+    assert index.meta["library_sha256"] == file_hash(LIBRARY_FILE)
     assert index.embeddings.shape == (len(want), retriever.model.config.embed_dim)
     assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-4)
 
@@ -178,4 +178,4 @@ def test_train_cli_fits_and_exports_checkpoint_and_index(tmp_path):
                 f"--trainer.logger.save_dir={tmp_path / 'runs'}", "--trainer.enable_progress_bar=false"])
     r = Retriever.from_checkpoint(export, index)
     assert r.model.config.embed_dim == 16 and len(r.index) == len(TemplateIndex.load(index).records)
-    assert r.index.meta["checkpoint_sha256"] == _file_hash(export)
+    assert r.index.meta["checkpoint_sha256"] == file_hash(export)
