@@ -1,7 +1,7 @@
 """One atomic-resolution STEM image in, a relaxed crystal structure out.
 
     python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--elements Sr,Ti,O] [--out DIR]
-                    [--top-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
+                    [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
 Exit codes: 0 success; 2 bad input or options; 3 no confident structure (only report.json, with
@@ -24,7 +24,9 @@ def parse_args(argv=None):
     p.add_argument("--pixel-size", type=float, help="Å per pixel; overrides the file's calibration")
     p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
-    p.add_argument("--top-k", type=int, default=10, help="candidates to verify by forward simulation")
+    p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
+    p.add_argument("--lattice-k", type=int, default=10,
+                   help="more candidates: the best-embedded templates whose lattice fits the image's (0: none)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
         elements = parse_elements(args.elements)
         if args.top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+        if args.lattice_k < 0:
+            raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         out = Path(args.out)
         check_out_dir(out)
     except InputError as e:
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             return fail(2, "--device cuda: no CUDA device is available")
-    options = Options(top_k=args.top_k, elements=elements, potential=args.potential,
+    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device)
     say("loading models")
     try:

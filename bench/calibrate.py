@@ -71,7 +71,7 @@ def main() -> None:
             s = draw_sample(pipe.simulator, amorphous_structure(rng, el), (0, 0, 1), rng, ranges, shape)
             img, px, kind, truth = s.noisy, s.conditions.geometry.pixel_size, f"amorphous-{el}", None
         res = pipe.run(LoadedImage(img, px, "flag", f"calibration-{n}", "npy"))
-        score = float(res.report["verification_score"])
+        score = float(res.report["score"])
         correct = bool(truth is not None and res.reconstructed is not None
                        and matcher.fit(res.reconstructed, truth.structure))
         best = res.report.get("template", {}).get("id")

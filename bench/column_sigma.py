@@ -1,5 +1,5 @@
 """How well the convolution path predicts multislice column intensities: the tolerance the closed
-loop's column-intensity term (model.verify.COLUMN_SIGMA, now 5 %) can honestly ask for.
+loop's column-intensity term (model.verify.COLUMN_SIGMA) can honestly ask for.
 
     python bench/column_sigma.py [--pairs 8] [--split val] [--thickness 40]
 

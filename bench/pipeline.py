@@ -2,6 +2,7 @@
 
     python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N]
     python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed] [--limit N]
+    python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
 
 ``build`` simulates the set once (test-split materials only; multislice by default) and writes it as
@@ -15,15 +16,22 @@ a ``datasets`` dataset with its ground truth (``datasets/bench-pipeline``). Tier
 
 Every sample has its own zone axis, pixel size (0.06-0.15 Å), in-plane rotation, thickness and noise.
 ``run`` sends each image through ``Pipeline.run`` exactly as infer.py does (relaxation off), one JSON
-line per sample in ``bench/results/<set>/<variant>.jsonl``; a rerun resumes. ``report`` writes
+line per sample in ``bench/results/<set>/<variant>.jsonl`` (an accepted sample's reconstruction as CIF
+under ``cif``); a rerun resumes. ``eform`` relaxes every accepted crystal's reconstruction and its ground
+truth with the same potential (``model.relax``) and scores the formation energy per atom, one line per
+sample in ``<variant>.eform.jsonl``, resumable too. ``report`` writes
 ``bench/results/<set>.md`` and ``<set>.json`` (``<set>`` = the dataset folder's name): structure-match success (StructureMatcher,
 default tolerances), RMSD (``get_rms_dist``), lattice-parameter error, retrieval top-1/top-5 (the
-truth's (entry, zone axis) among the candidates), acceptance and false acceptance, seconds per stage.
+truth's (entry, zone axis) among the candidates), acceptance and false acceptance, seconds per stage,
+and where ``eform`` ran, the formation-energy MAE over matched and over all accepted crystals; its plots
+(success rate vs dose per tier, lattice-error histogram per variant) go to ``bench/results/<set>/plots/``.
 
-Variants: ``full`` (infer.py's defaults: pixel size given, top-10 closed loop), ``no-pixel`` (pixel
-size estimated), ``top1`` (no closed loop: the first candidate is kept), ``elements`` (the truth's
-elements as the --elements hint), ``seed`` (the seed system re-implemented: Otsu + pair-distance
-histogram retrieval over simulated templates, every atom on one plane in a P1 cell).
+Variants: ``full`` (infer.py's defaults: pixel size given, closed loop over the top 10 by embedding
+and 10 more whose lattice fits), ``no-pixel`` (pixel size estimated), ``top1`` (no closed loop: the
+embedding's first candidate is kept), ``elements`` (the truth's elements as the --elements hint),
+``no-denoiser`` (a Gaussian smoothing instead of the learned denoiser), ``no-symmetry`` (the cell
+refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
+retrieval over simulated templates, every atom on one plane in a P1 cell).
 """
 from __future__ import annotations
 
@@ -42,8 +50,12 @@ DATA = Path("datasets/bench-pipeline")
 RESULTS = Path("bench/results")  # <set name>/<variant>.jsonl, <set name>.md, <set name>.json
 TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolayer": (5e3, 1e5),
          "negative": (1e3, 1e5)}
-VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1}, "elements": {"elements": True},
+DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
+# Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
+VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
+            "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}}
+OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry")
 
 
 def tier_pools() -> dict[str, list]:
@@ -203,7 +215,7 @@ def run(args) -> None:
     out = args.results / args.data.name / f"{args.variant}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.is_file() else set()
-    pipe = Pipeline.load(Options(potential="none", **({"top_k": spec["top_k"]} if "top_k" in spec else {})))
+    pipe = Pipeline.load(Options(potential="none", **{k: v for k, v in spec.items() if k in OPTION_KEYS}))
     matcher = StructureMatcher()
     baseline = None
     if spec.get("seed"):
@@ -239,12 +251,93 @@ def run(args) -> None:
             rec = {"id": str(row["id"]), "tier": str(row["tier"]), "kind": str(row["kind"]),
                    "dose": float(row["dose"]), "accepted": bool(res.accepted), "reason": res.reason,
                    "truth": key[0] or None, "template": (res.report.get("template") or {}).get("id"),
-                   "truth_rank": rank, "success": False, "rmsd": None, "lattice_error": None,
-                   "timings": res.report.get("timings", {})}
+                   "truth_rank": rank, "offered": rank is not None, "score": res.report.get("score"),
+                   "success": False, "rmsd": None,
+                   "lattice_error": None, "timings": res.report.get("timings", {}),
+                   "symmetry_kept": (res.report.get("reconstruction") or {}).get("symmetry_kept")}
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
+            # eform relaxes the reconstruction later, without rerunning the pipeline
+            rec["cif"] = res.reconstructed.to(fmt="cif") if res.accepted and res.reconstructed is not None else None
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
+
+
+def read_rows(f: Path) -> list[dict]:
+    return [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else []
+
+
+def relaxed_eform(structure, calculator, references: dict, monolayer: bool, steps: int) -> dict:
+    """Formation energy per atom of ``structure`` after relaxation. An element without a reference, or a
+    structure the potential cannot handle, gives an ``error`` instead: one sample must not end a long run."""
+    from model.relax import formation_energy_per_atom, relax
+
+    missing = sorted({el.symbol for el in structure.composition.element_composition} - set(references["energies"]))
+    if missing:  # checked first: no point relaxing what cannot be scored
+        return {"eform": None, "converged": None, "error": f"no reference energy for {', '.join(missing)}"}
+    try:
+        r = relax(structure, calculator, steps=steps, monolayer=monolayer)
+    except Exception as e:  # a reconstruction can be unphysical (overlapping or isolated atoms)
+        return {"eform": None, "converged": None, "error": f"relaxation failed: {type(e).__name__}: {e}"}
+    ef = formation_energy_per_atom(r.structure, r.energy_per_atom, references)
+    ok = ef is not None and np.isfinite(ef)
+    return {"eform": ef if ok else None, "converged": r.converged, "error": None if ok else f"formation energy {ef}"}
+
+
+def eform(args) -> None:
+    from datasets import load_from_disk
+    from pymatgen.core import Structure
+    from tqdm import tqdm
+
+    from model.relax import load_potential, load_references
+
+    src = args.results / args.data.name / f"{args.variant}.jsonl"
+    out = src.with_suffix(".eform.jsonl")
+    accepted = [r for r in read_rows(src) if r["kind"] == "crystal" and r["accepted"]]
+    todo = [r for r in accepted if r.get("cif")]
+    if len(todo) < len(accepted):  # rows from before run recorded the reconstruction
+        print(f"{len(accepted) - len(todo)} accepted crystals have no cif: skipped (rerun `run` to score them)")
+    todo = todo[:args.limit] if args.limit else todo
+    done = {r["id"] for r in read_rows(out)}
+    if all(r["id"] in done for r in todo):  # nothing to relax: spare loading the potential
+        print(f"{out}: nothing to do")
+        return
+    ds = load_from_disk(str(args.data)).select_columns(["id", "truth_cif"])
+    truth_cif = dict(zip(ds["id"], ds["truth_cif"]))
+    calc, info = load_potential(args.potential)
+    refs = load_references(info.name)
+    truths = {}  # template id -> relaxed truth: each template recurs across zone axes and doses
+    with out.open("a") as fh:
+        for row in tqdm(todo, desc=f"eform {args.variant}"):
+            if row["id"] in done:
+                continue
+            t = time.perf_counter()
+            monolayer = row["tier"] == "monolayer"
+            if row["truth"] not in truths:
+                truths[row["truth"]] = relaxed_eform(Structure.from_str(truth_cif[row["id"]], fmt="cif"), calc, refs,
+                                                     monolayer, args.steps)
+            truth = truths[row["truth"]]
+            pred = relaxed_eform(Structure.from_str(row["cif"], fmt="cif"), calc, refs, monolayer, args.steps)
+            error = "; ".join(f"{k}: {d['error']}" for k, d in (("pred", pred), ("truth", truth)) if d["error"])
+            fh.write(json.dumps({
+                "id": row["id"], "tier": row["tier"], "truth": row["truth"], "success": row["success"],
+                "potential": info.name, "eform_pred": pred["eform"], "eform_truth": truth["eform"],
+                "abs_error": None if error else abs(pred["eform"] - truth["eform"]),
+                "converged_pred": pred["converged"], "converged_truth": truth["converged"],
+                "seconds": round(time.perf_counter() - t, 2), "error": error or None}) + "\n")
+            fh.flush()
+
+
+def summarise_eform(rows: list[dict]) -> dict:
+    """Formation-energy MAE (eV/atom) over matched and over all accepted crystals; rows with an error
+    have no value and are counted apart, so that the MAE's denominator is explicit."""
+    def mae(rs):
+        errs = [r["abs_error"] for r in rs if r["abs_error"] is not None]
+        return float(np.mean(errs)) if errs else None
+
+    return {"eform_mae_success": mae([r for r in rows if r["success"]]), "eform_mae_accepted": mae(rows),
+            "eform_n": sum(r["abs_error"] is not None for r in rows),
+            "eform_errors": sum(r["abs_error"] is None for r in rows)}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -258,6 +351,10 @@ def summarise(rows: list[dict]) -> dict:
             accepted_rate=float(np.mean([r["accepted"] for r in crystals])),
             retrieval_top1=float(np.mean([r["truth_rank"] == 1 for r in crystals])),
             retrieval_top5=float(np.mean([r["truth_rank"] is not None and r["truth_rank"] <= 5 for r in crystals])),
+            # the truth among everything the loop verified (embedding top-k and lattice fits)
+            truth_offered=float(np.mean([r["truth_rank"] is not None for r in crystals])),
+            symmetry_kept=float(np.mean([bool(r.get("symmetry_kept")) for r in crystals if r["accepted"]]))
+            if any(r["accepted"] for r in crystals) else None,
             median_lattice_error=float(np.median(errs)) if errs else None,
             mean_rmsd=float(np.mean([r["rmsd"] for r in crystals if r["rmsd"] is not None])) if errs else None)
     if negs:
@@ -267,26 +364,96 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def plot(runs: dict[str, list[dict]], out: Path) -> None:
+    """success_vs_dose.png (one panel per crystal tier, quantile dose bins) and lattice_error_hist.png
+    (successful matches) under ``out``, one line style per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    out.mkdir(parents=True, exist_ok=True)
+    # fixed per variant, so a variant looks the same whichever others were run
+    styles = dict(zip(VARIANTS, (("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D"),
+                                 ((0, (1, 1)), "P"), ((0, (3, 1, 1, 1, 1, 1)), "X"))))
+    tiers = [t for t in TIERS if t != "negative" and any(r["tier"] == t for rows in runs.values() for r in rows)]
+    # one dose axis for every panel: the tiers' dose ranges line up, and each shows whole decades
+    fig, axes = plt.subplots(1, max(len(tiers), 1), figsize=(3.2 * max(len(tiers), 1), 3.4), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax, tier in zip(axes[0], tiers):
+        for v, rows in runs.items():
+            rs = sorted((r for r in rows if r["tier"] == tier), key=lambda r: r["dose"])
+            if not rs:
+                continue
+            # quantile bins: each tier spans its own dose range, too narrow for per-decade bins
+            bins = np.array_split(np.arange(len(rs)), min(DOSE_BINS, len(rs)))
+            x = [np.exp(np.mean([np.log(rs[i]["dose"]) for i in b])) for b in bins]
+            y = [100 * np.mean([rs[i]["success"] for i in b]) for b in bins]
+            ls, marker = styles.get(v, ("-", "x"))
+            ax.plot(x, y, linestyle=ls, marker=marker, label=v)
+        ax.set(xscale="log", title=tier, xlabel="dose (e/Å²)", ylim=(-5, 105))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0][0].set(ylabel="success (%)", xlim=(min(lo for lo, _ in TIERS.values()) / 1.5,
+                                                max(hi for _, hi in TIERS.values()) * 1.5))
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=max(len(handles), 1), fontsize="small")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(out / "success_vs_dose.png", dpi=120)
+    plt.close(fig)
+
+    errs = {v: [100 * max(r["lattice_error"], 1e-6) for r in rows if r["success"]] for v, rows in runs.items()}
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    every = [e for es in errs.values() for e in es]
+    if every:
+        bins = np.logspace(np.log10(min(every)), np.log10(max(every)) + 1e-9, 20)
+        for v, es in errs.items():
+            if es:
+                ax.hist(es, bins=bins, histtype="step", linestyle=styles.get(v, ("-",))[0], label=f"{v} ({len(es)})")
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no successful matches", ha="center", transform=ax.transAxes)
+    ax.set(xscale="log", xlabel="lattice error |Δ|/x (%)", ylabel="successful matches")
+    fig.tight_layout()
+    fig.savefig(out / "lattice_error_hist.png", dpi=120)
+    plt.close(fig)
+
+
 def report(args) -> None:
-    results = {}
-    for f in sorted((args.results / args.data.name).glob("*.jsonl")):
-        rows = [json.loads(line) for line in f.read_text().splitlines()]
+    results, runs = {}, {}
+    folder = args.results / args.data.name
+    for f in sorted(folder.glob("*.jsonl")):
+        if f.name.endswith(".eform.jsonl"):
+            continue
+        rows = runs[f.stem] = read_rows(f)
+        ef = read_rows(f.with_suffix(".eform.jsonl"))
         tiers = sorted({r["tier"] for r in rows})
         results[f.stem] = {"overall": summarise(rows), **{t: summarise([r for r in rows if r["tier"] == t])
                                                           for t in tiers}}
+        for t, m in results[f.stem].items():
+            scored = [r for r in ef if t == "overall" or r["tier"] == t]
+            if scored:
+                m.update(summarise_eform(scored))
+    if runs:
+        plot(runs, folder / "plots")
     parts = args.data.with_name(args.data.name + ".parts") / "config.json"
     info = json.loads(parts.read_text()) if parts.is_file() else {}
     (args.results / f"{args.data.name}.json").write_text(json.dumps({"set": info, "variants": results}, indent=1) + "\n")
     pct = lambda x: "–" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     err = lambda x: "–" if x is None else f"{100 * x:.2f} %"  # noqa: E731
-    lines = ["| variant | tier | n | success | accepted | retrieval top-1 / top-5 | median lattice err. | "
-             "false acceptance | s/image |", "|---|---|---|---|---|---|---|---|---|"]
+    mev = lambda x: "–" if x is None else f"{1000 * x:.1f}"  # noqa: E731
+    lines = ["| variant | tier | n | success | accepted | retrieval top-1 / top-5 | truth verified | "
+             "space group kept | median lattice err. | false acceptance | "
+             "E_form MAE (matched / all accepted), meV/atom | s/image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, by_tier in results.items():
         for t, m in by_tier.items():
+            ef = f"{mev(m['eform_mae_success'])} / {mev(m['eform_mae_accepted'])}" if "eform_n" in m else "–"
             lines.append(f"| {v} | {t} | {m['samples']} | {pct(m.get('success_rate'))} | {pct(m.get('accepted_rate'))} | "
                          f"{pct(m.get('retrieval_top1'))} / {pct(m.get('retrieval_top5'))} | "
+                         f"{pct(m.get('truth_offered'))} | {pct(m.get('symmetry_kept'))} | "
                          f"{err(m.get('median_lattice_error'))} | "
-                         f"{pct(m.get('false_acceptance'))} | {m['seconds'].get('total', 0):.1f} |")
+                         f"{pct(m.get('false_acceptance'))} | {ef} | {m['seconds'].get('total', 0):.1f} |")
     (args.results / f"{args.data.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -310,13 +477,21 @@ def main(argv=None) -> None:
     r.add_argument("--limit", type=int)
     r.add_argument("--data", type=Path, default=DATA)
     r.add_argument("--results", type=Path, default=RESULTS)
-    p = sub.add_parser("report", help="tables from every variant run so far")
+    e = sub.add_parser("eform", help="formation-energy error of one variant's accepted crystals (resumable)")
+    e.add_argument("--variant", default="full", choices=list(VARIANTS))
+    e.add_argument("--potential", default="chgnet", choices=["auto", "mattersim", "chgnet"],
+                   help="needs a reference table in model/references (chgnet ships one)")
+    e.add_argument("--steps", type=int, default=300, help="optimiser step cap per relaxation")
+    e.add_argument("--limit", type=int, help="only the first N accepted crystals")
+    e.add_argument("--data", type=Path, default=DATA)
+    e.add_argument("--results", type=Path, default=RESULTS)
+    p = sub.add_parser("report", help="tables and plots from every variant run so far")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     t0 = time.time()
-    {"build": build, "run": run, "report": report}[args.cmd](args)
+    {"build": build, "run": run, "eform": eform, "report": report}[args.cmd](args)
     print(f"{args.cmd}: {time.time() - t0:.0f} s")
 
 

@@ -4,8 +4,9 @@
 
 Each image (data engine, conditions drawn anew, pixel size 0.06-0.15 Å) goes through
 ``Pipeline.run`` as infer.py runs it (relaxation off; refusal on), in three modes:
-``given`` (pixel size known, top-5 closed loop), ``estimated`` (pixel size unknown) and
-``top1`` (pixel size known, no loop: the first retrieved candidate is kept). Success: the
+``given`` (pixel size known, closed loop over the top 5 by embedding and 5 more whose lattice fits),
+``estimated`` (pixel size unknown) and ``top1`` (pixel size known, no loop: the first retrieved
+candidate is kept). Success: the
 reconstructed structure matches the truth under pymatgen's StructureMatcher (default tolerances);
 RMSD from ``get_rms_dist``; lattice error: mean |Δ|/x over a, b, c of the conventional cells.
 Writes bench/results/reconstruct.json.
@@ -30,8 +31,9 @@ from model.pipeline import Options, Pipeline
 from model.reconstruct import match_truth
 
 DOSES = (1e3, 5e3, 2e4, 1e5)
-MODES = {"given": {"top_k": 5, "pixel": True}, "estimated": {"top_k": 5, "pixel": False},
-         "top1": {"top_k": 1, "pixel": True}}
+MODES = {"given": {"top_k": 5, "lattice_k": 5, "pixel": True},
+         "estimated": {"top_k": 5, "lattice_k": 5, "pixel": False},
+         "top1": {"top_k": 1, "lattice_k": 0, "pixel": True}}
 
 
 def main() -> None:
@@ -51,7 +53,7 @@ def main() -> None:
     results = {"per_bin": args.per_bin, "size": args.size, "threshold": pipe.calibration.threshold, "modes": {}}
     for mode in args.modes.split(","):
         spec = MODES[mode]
-        pipe.options = replace(pipe.options, top_k=spec["top_k"])
+        pipe.options = replace(pipe.options, top_k=spec["top_k"], lattice_k=spec["lattice_k"])
         bins = {}
         for b, dose in enumerate(DOSES):
             rows = []

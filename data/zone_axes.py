@@ -102,6 +102,8 @@ def oriented_cell(structure: Structure, uvw, max_index: int = 6, max_atoms: int 
     cart = cand @ lat
     perp = np.abs(cart @ d) < 1e-6 * np.linalg.norm(d) * np.linalg.norm(cart, axis=1)
     cand, cart = cand[perp], cart[perp]
+    if len(cand) < 2:  # an oblique cell (a triclinic distortion of a cubic one) can lack a zone plane
+        raise ValueError(f"no lattice vectors perpendicular to [{uvw}] within index {max_index}")
     order = np.argsort(np.linalg.norm(cart, axis=1), kind="stable")
     cand, cart = cand[order], cart[order]
     a_i = 0

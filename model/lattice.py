@@ -164,11 +164,16 @@ def _refine(xy: np.ndarray, B: np.ndarray, tol: float):
     cells, label, _ = _periodic_sites(xy, B, tol)
     counts = np.bincount(label)
     keep = counts[label] >= max(2, 0.25 * counts.max())  # sites seen in a quarter of the cells: real
-    for _ in range(3):
+
+    def fit():
         sites = np.unique(label[keep])
         lab = np.searchsorted(sites, label[keep])
         X = np.concatenate([cells[keep], np.eye(len(sites))[lab]], axis=1).astype(float)
         coef, *_ = np.linalg.lstsq(X, xy[keep], rcond=None)
+        return X, coef
+
+    for _ in range(3):
+        X, coef = fit()
         res = np.linalg.norm(X @ coef - xy[keep], axis=1)
         cut = max(3 * 1.4826 * np.median(res), 1e-9)
         bad = res > max(cut, 0.25 * tol)
@@ -176,6 +181,8 @@ def _refine(xy: np.ndarray, B: np.ndarray, tol: float):
             break
         idx = np.flatnonzero(keep)
         keep[idx[bad]] = False
+    else:  # the last pass dropped columns: the fit must be of the columns kept
+        X, coef = fit()
     n, p = int(keep.sum()), X.shape[1]
     resid = X @ coef - xy[keep]
     dof = max(2 * n - 2 * p, 1)
@@ -438,6 +445,21 @@ def _template(structure, uvw, min_visible_weight: float) -> _Template:
     _, label, _ = _periodic_sites(xy, true, 0.1)
     anchors = np.array([int(np.flatnonzero(label == k)[0]) for k in range(label.max() + 1)])
     return _Template(tuple(L), xy, w, np.array(keep), min_sep, anchors, true, pos)
+
+
+def positional_lattice(structure, uvw, min_visible_weight: float = MIN_VISIBLE_WEIGHT) -> np.ndarray:
+    """(2, 2) reduced lattice of the visible projected columns along ``uvw``, Å: the lattice
+    ``fit_lattice`` finds in a clean image of this crystal (columns alike in position count as one
+    lattice, whatever their species)."""
+    return _template(structure, uvw, min_visible_weight).pos
+
+
+def lattice_metric(vectors: np.ndarray) -> np.ndarray:
+    """|b1|, |b2|, |cos γ| of a 2-D basis after Gauss reduction: invariant to rotation, mirror and
+    the choice of reduced basis (|b1| ≤ |b2|)."""
+    b1, b2 = gauss_reduce(*np.asarray(vectors, float))
+    l1, l2 = float(np.linalg.norm(b1)), float(np.linalg.norm(b2))
+    return np.array([l1, l2, abs(float(b1 @ b2)) / (l1 * l2)])
 
 
 def _tile(t: _Template, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,8 @@ def summary_lines(result: Result) -> list[str]:
     lat = r["lattice"].get("relaxed") or r["lattice"]["reconstructed"]
     sg = r["spacegroup"].get("relaxed") or r["spacegroup"]["reconstructed"]["symbol"]
     lines = [f"{t['formula']} ({t['prototype']}, template {t['id']}) along {z['label']}",
-             f"space group {sg}; confidence {r['confidence']:.2f} (verification {r['verification_score']:.3f})",
+             f"space group {sg}; confidence {r['confidence']:.2f} (score {r['score']:.3f}: verification "
+             f"{r['verification_score']:.3f} × lattice prior {r['lattice_prior']:.2f})",
              "a b c = " + " ".join(f"{lat[k]:.4f}" for k in ("a", "b", "c")) + " Å; α β γ = "
              + " ".join(f"{lat[k]:.2f}" for k in ("alpha", "beta", "gamma")) + "°"]
     inp = r["input"]

@@ -1,9 +1,10 @@
 """The whole path from one image to a relaxed crystal, as one predictor object over the stages.
 
-    denoise (model.denoiser) → retrieve top-k (model.retrieval) → for each candidate: align and
-    reconstruct under its symmetry (model.lattice, model.reconstruct) and forward-simulate it
-    against the image (model.verify) → keep the best, or refuse → relax and compute properties
-    (model.relax)
+    denoise (model.denoiser) → fit the image's lattice (model.lattice) → retrieve top-k by embedding
+    plus the best-embedded templates whose lattice fits (model.retrieval) → for each candidate: align
+    and reconstruct under its symmetry (model.lattice, model.reconstruct) and forward-simulate it
+    against the image (model.verify) → keep the best by verification × lattice prior, or refuse →
+    relax and compute properties (model.relax)
 
 ``Pipeline.load`` reads every model once; ``Pipeline.run`` then serves any number of images.
 """
@@ -24,11 +25,17 @@ CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "cal
 # px per side of the central window that lattice fit, alignment and verification read: a crystal
 # repeats, and an 8k field would cost minutes per candidate for nothing
 ANALYSIS_SIZE = 1024
+# σ of the lattice prior exp(-½ (template strain / σ)²). Scan drift distorts a STEM image by several
+# per cent (the data engine draws up to 0.004 Å per line: 3-7 % at 0.06-0.15 Å pixels) and a pixel
+# size is calibrated to 1-2 %, so only a look-alike well beyond that loses much (5 % off keeps
+# 0.46 of its score, 8 % off 0.14).
+LATTICE_PRIOR_SIGMA = 0.04
 
 
 @dataclass
 class Options:
-    top_k: int = 10
+    top_k: int = 10  # candidates by embedding score
+    lattice_k: int = 10  # more: the best-embedded templates whose projected lattice fits the image's
     elements: list[str] | None = None
     potential: str = "auto"  # auto | mattersim | chgnet | none
     potential_checkpoint: str | None = None
@@ -36,6 +43,8 @@ class Options:
     fmax: float = 0.02
     relax_steps: int = 300
     thickness: float = 80.0  # Å, for the verification simulation (HAADF contrast is ~linear in it here)
+    denoise: bool = True  # False: a Gaussian smoothing stands in for the learned denoiser (ablation)
+    symmetry: bool = True  # False: the lattice is refined as triclinic, the space group left to chance (ablation)
 
 
 @dataclass
@@ -67,18 +76,28 @@ class CandidateResult:
     error: str | None = None
 
     @property
+    def prior(self) -> float:
+        """How plausible the lattice the image needs is for this material (1: its own lattice)."""
+        if self.reconstruction is None:
+            return 0.0
+        return float(np.exp(-0.5 * (self.reconstruction.template_strain / LATTICE_PRIOR_SIGMA) ** 2))
+
+    @property
     def score(self) -> float:
-        return self.verification.score if self.verification is not None else -1.0
+        """What candidates are ranked, accepted and calibrated by: verification × lattice prior."""
+        return self.verification.score * self.prior if self.verification is not None else -1.0
 
     def to_dict(self) -> dict:
         d = dict(self.candidate)
         d["retrieval_score"] = d.pop("score")
         if self.verification is not None:
             v = self.verification
-            d |= {"verification_score": v.score, "ncc": v.ncc, "intensity_score": v.intensity_score}
+            d |= {"score": round(self.score, 5), "verification_score": v.score, "ncc": v.ncc,
+                  "intensity_score": v.intensity_score}
         if self.reconstruction is not None:
             r = self.reconstruction
             d |= {"spacegroup": r.spacegroup["symbol"], "lattice": {k: round(float(x), 4) for k, x in r.lattice.items()},
+                  "template_strain": round(r.template_strain, 5), "lattice_prior": round(self.prior, 5),
                   "alignment_rms": r.alignment.rms, "inlier_fraction": r.alignment.inlier_fraction}
         if self.error:
             d["error"] = self.error
@@ -126,14 +145,13 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None,
                    exclude: list[str] | None = None) -> list[CandidateResult]:
-        """Retrieve top-k, then align, reconstruct and verify each (the closed loop)."""
+        """Fit the lattice, retrieve candidates, then align, reconstruct and verify each (the closed loop)."""
         from data.library import get_entry
         from model.lattice import align_template, fit_lattice
         from model.reconstruct import reconstruct
         from model.verify import verify
 
         o = self.options
-        cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude)
         xy_px = np.stack([columns.x_px, columns.y_px], 1)
         known = pixel_size is not None
         xy = xy_px * pixel_size if known else xy_px
@@ -142,6 +160,8 @@ class Pipeline:
             lattice = fit_lattice(xy, denoised, pixel_size if known else 1.0)
         except ValueError:
             pass
+        cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
+                                     lattice_k=o.lattice_k)
         out = []
         for c in cands:
             res = CandidateResult(c.to_dict())
@@ -149,7 +169,7 @@ class Pipeline:
                 entry = get_entry(c.template_id)
                 al = align_template(xy, entry, c.zone_axis, known, pixel_size=pixel_size,
                                     intensity=columns.intensity, lattice=lattice)
-                rec = reconstruct(entry, c.zone_axis, al)
+                rec = reconstruct(entry, c.zone_axis, al, symmetry=o.symmetry)
                 px = pixel_size if known else rec.pixel_size
                 res.reconstruction = rec
                 res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
@@ -160,6 +180,7 @@ class Pipeline:
 
     def run(self, image: LoadedImage, progress: Callable[[str], None] | None = None,
             exclude: list[str] | None = None) -> Result:
+        from model.denoiser import SmoothingDenoiser
         from model.relax import formation_energy_per_atom, load_references, relax
 
         say = progress or (lambda s: None)
@@ -174,10 +195,11 @@ class Pipeline:
         px = image.pixel_size
         say("denoising")
         # unknown pixel size: run the denoiser at the image's own sampling (no resampling)
-        den = self.denoiser(image.array, px if px is not None else self.denoiser.working_pixel_size(0.1))
+        denoiser = self.denoiser if self.options.denoise else SmoothingDenoiser()
+        den = denoiser(image.array, px if px is not None else denoiser.working_pixel_size(0.1))
         cols = den.columns
         lap("denoise")
-        say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} candidates")
+        say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
         ny, nx = den.denoised.shape
         h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
         i0, j0 = (ny - h) // 2, (nx - w) // 2
@@ -190,18 +212,21 @@ class Pipeline:
         report = {
             "input": image.to_dict(),
             "candidates": [r.to_dict() for r in results],
-            "confidence": round(conf, 4), "verification_score": round(score, 4),
+            "confidence": round(conf, 4), "score": round(score, 4),
+            "verification_score": round(best.verification.score, 4) if best else 0.0,
+            "lattice_prior": round(best.prior, 4) if best else 0.0,
             "threshold": self.calibration.threshold, "calibration": self.calibration.meta.get("source"),
             "columns": {"detected": len(cols)},
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
-            "options": {"top_k": self.options.top_k, "elements": self.options.elements,
+            "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
+                        "elements": self.options.elements,
                         "potential": self.options.potential, "device": self.options.device},
             "timings": timings,
         }
         xy_px = np.stack([cols.x_px, cols.y_px], 1)
         if best is None or score < self.calibration.threshold:
             why = ("no candidate could be aligned to the detected columns" if best is None else
-                   f"no candidate explains the image (best verification score {score:.3f} < threshold "
+                   f"no candidate explains the image (best score {score:.3f} < threshold "
                    f"{self.calibration.threshold:.3f})")
             report |= {"status": "no_structure", "reason": why}
             report["timings"] = timings | {"total": round(sum(timings.values()), 3)}

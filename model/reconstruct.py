@@ -113,6 +113,21 @@ class Reconstruction:
     def symmetry_kept(self) -> bool:
         return self.spacegroup["number"] == self.spacegroup_template["number"]
 
+    @property
+    def template_strain(self) -> float:
+        """Largest relative change of a free lattice length (angles: in radians) from the template's own
+        lattice. A material's lattice parameters are known to a fraction of a per cent, so a candidate
+        that needs several per cent to fit the image is probably another material. With an estimated
+        pixel size the overall scale is not data, so only the shape counts."""
+        if not self.template_lattice:
+            return 0.0
+        lengths = [p for p in ("a", "b", "c") if p not in self.fixed]
+        r = np.array([self.lattice[p] / self.template_lattice[p] for p in lengths])
+        if self.pixel_size_source != "given" and len(r):
+            r = r / np.exp(np.mean(np.log(r)))
+        d_ang = [np.radians(abs(self.lattice[p] - self.template_lattice[p])) for p in ("alpha", "beta", "gamma")]
+        return float(max([*np.abs(r - 1), *d_ang], default=0.0))
+
     def to_dict(self) -> dict:
         r = lambda a, n=6: np.round(np.asarray(a, float), n).tolist()  # noqa: E731
         return {"template_id": self.template_id, "uvw": [int(v) for v in self.uvw],
@@ -122,7 +137,7 @@ class Reconstruction:
                 "measured": list(self.measured), "carried": list(self.carried), "fixed": list(self.fixed),
                 "sigma": {k: round(float(v), 6) for k, v in self.sigma.items()}, "crystal_system": self.crystal_system,
                 "spacegroup_template": self.spacegroup_template, "spacegroup": self.spacegroup,
-                "symmetry_kept": self.symmetry_kept,
+                "symmetry_kept": self.symmetry_kept, "template_strain": round(self.template_strain, 6),
                 "pixel_size": None if self.pixel_size is None else round(self.pixel_size, 7),
                 "pixel_size_sigma": round(self.pixel_size_sigma, 7), "pixel_size_source": self.pixel_size_source,
                 "strain_residual": round(self.strain_residual, 7), "frame_affine": r(self.frame_affine),
@@ -204,13 +219,16 @@ def _observed(alignment: Alignment, T: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, J @ alignment.affine_cov @ J.T
 
 
-def reconstruct(entry, uvw, alignment: Alignment) -> Reconstruction:
-    """The template ``entry``'s structure with the lattice the aligned columns measure."""
+def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reconstruction:
+    """The template ``entry``'s structure with the lattice the aligned columns measure.
+
+    ``symmetry=False`` is the ablation: every length and angle is free (triclinic), so the measured
+    metric, drift and noise included, decides the cell and the space group may drop."""
     uvw = tuple(int(v) for v in uvw)
     s0 = entry.structure
     lat0 = s0.lattice
     monolayer = entry.kind == "monolayer"
-    system = SpacegroupAnalyzer(s0, symprec=SYMPREC).get_crystal_system()
+    system = SpacegroupAnalyzer(s0, symprec=SYMPREC).get_crystal_system() if symmetry else "triclinic"
     frame0 = beam_frame(s0, uvw)
     y_obs, cov = _observed(alignment, frame0.vectors)
     # σ floors: a perfect fit must not make the weights infinite

@@ -11,9 +11,12 @@ Two encoders map into one embedding space (CLIP-style):
   is invariant to in-plane rotation like the image side is made to be, and embeds a new
   template without simulating it.
 
-The ``TemplateIndex`` holds the structure embeddings of every library entry × zone axis; a
-query ranks them, optionally restricted by an element filter and an exclusion list. The ground
-truth never enters a query.
+The ``TemplateIndex`` holds the structure embeddings of every library entry × zone axis and the
+metric of each one's projected column lattice; a query ranks them, optionally restricted by an
+element filter and an exclusion list. A query that brings the image's measured lattice adds the
+best-embedded templates *whose lattice fits it* to the embedding's own top-k: the encoder alone
+confuses look-alikes of other sizes, and the lattice alone cannot tell the many crystals that share
+one. The ground truth never enters a query.
 
     python -m model.retrieval index [--checkpoint checkpoints/retrieval.pt] [--out checkpoints/template_index.npz]
 """
@@ -39,6 +42,10 @@ CHECKPOINT_FORMAT = "stem2struct-retrieval"
 INDEX_FORMAT = "stem2struct-template-index"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "retrieval.pt"
 DEFAULT_INDEX = Path(__file__).resolve().parent.parent / "checkpoints" / "template_index.npz"
+# how far (relative lengths, |cos γ|) a measured lattice may sit from a template's and still bring
+# it in: the fit's own error is ~0.3 %, but scan drift distorts an image by several per cent and a
+# pixel size is calibrated to 1-2 %
+LATTICE_TOL = 0.05
 
 
 class RetrievalError(RuntimeError):
@@ -220,6 +227,8 @@ class Candidate:
     kind: str
     score: float
     pixel_size: float | None = None  # the scale at which it matched, when the query's was unknown
+    source: str = "embedding"  # "embedding" (top-k by score) | "lattice" (top by score among lattice fits)
+    lattice_mismatch: float | None = None  # of the template's projected lattice vs the measured one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,14 +239,16 @@ class TemplateIndex:
     embeddings: np.ndarray  # (N, D) float32, unit norm
     records: list[dict]  # template_id, zone_axis, zone_label, formula, prototype, spacegroup, kind, elements, split
     meta: dict = field(default_factory=dict)
+    lattices: np.ndarray | None = None  # (N, 3) ``lattice_metric`` of each pair's projected columns (Å)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.lattices is None else {"lattices": self.lattices.astype(np.float64)}
         np.savez_compressed(tmp, embeddings=self.embeddings.astype(np.float32),
                             records=np.array(json.dumps(self.records)),
-                            meta=np.array(json.dumps(self.meta | {"format": INDEX_FORMAT})))
+                            meta=np.array(json.dumps(self.meta | {"format": INDEX_FORMAT})), **extra)
         tmp.replace(path)
         return path
 
@@ -249,7 +260,8 @@ class TemplateIndex:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                return cls(z["embeddings"].astype(np.float32), json.loads(str(z["records"])), meta)
+                lattices = z["lattices"] if "lattices" in z.files else None
+                return cls(z["embeddings"].astype(np.float32), json.loads(str(z["records"])), meta, lattices)
         except Exception as e:
             raise RetrievalError(f"template index {path} is unreadable ({type(e).__name__})") from None
 
@@ -276,10 +288,41 @@ class TemplateIndex:
         order = [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
         return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(order, 1)]
 
-    def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None) -> Candidate:
+    def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None, source: str = "embedding",
+                   mismatch: float | None = None) -> Candidate:
         r = self.records[i]
         return Candidate(rank, r["template_id"], list(r["zone_axis"]), r["zone_label"], r["formula"], r["prototype"],
-                         r["spacegroup"], r["kind"], score, pixel_size)
+                         r["spacegroup"], r["kind"], score, pixel_size, source, mismatch)
+
+    def lattice_table(self) -> np.ndarray:
+        """The (N, 3) lattice metrics, computed here (about a minute) for an index saved without them."""
+        if self.lattices is None:
+            import warnings
+
+            warnings.warn("template index has no lattice table; computing it (rebuild the index to store it: "
+                          "python -m model.retrieval index)", stacklevel=2)
+            self.lattices = pair_lattices(self.records)
+        return self.lattices
+
+
+def pair_lattices(records: list[dict]) -> np.ndarray:
+    from data.library import get_entry
+    from model.lattice import lattice_metric, positional_lattice
+
+    return np.array([lattice_metric(positional_lattice(get_entry(r["template_id"]).structure, tuple(r["zone_axis"])))
+                     for r in records])
+
+
+def lattice_mismatch(measured: np.ndarray, table: np.ndarray, scale_known: bool = True) -> np.ndarray:
+    """Largest relative deviation of |b1|, |b2| (or, without a scale, of |b2|/|b1|) and of |cos γ|
+    between a measured ``lattice_metric`` and each row of ``table``."""
+    m, t = np.asarray(measured, float), np.asarray(table, float)
+    dcos = np.abs(t[:, 2] - m[2])
+    if scale_known:
+        dl = np.abs(t[:, :2] / m[:2] - 1).max(1)
+    else:
+        dl = np.abs((t[:, 1] / t[:, 0]) / (m[1] / m[0]) - 1)
+    return np.maximum(dl, dcos)
 
 
 def pair_record(entry, za) -> dict:
@@ -316,7 +359,8 @@ def build_index(model: RetrievalModel, checkpoint: str | Path | None = None, dev
     emb = embed_graphs(model.eval().to(device), graphs, device=device)
     meta = {"library_sha256": file_hash(LIBRARY_FILE), "entries": len({e.id for e, _ in pairs}),
             "checkpoint_sha256": file_hash(checkpoint) if checkpoint else None, "model": model.config.to_dict()}
-    return TemplateIndex(emb, [pair_record(e, z) for e, z in pairs], meta)
+    records = [pair_record(e, z) for e, z in pairs]
+    return TemplateIndex(emb, records, meta, pair_lattices(records))
 
 
 def save_checkpoint(model: RetrievalModel, path: str | Path, meta: dict | None = None) -> Path:
@@ -382,20 +426,52 @@ class Retriever:
         return self.embed_views(canonical_view(image, pixel_size, VIEW, view_centers(image.shape, pixel_size)))
 
     def query(self, image: np.ndarray, pixel_size: float | None, k: int = 5, elements=None, exclude=None,
-              match: str = "subset") -> list[Candidate]:
+              match: str = "subset", lattice=None, lattice_k: int = 0, lattice_tol: float = LATTICE_TOL) -> list[Candidate]:
         """Top-k (template, zone axis) candidates for a denoised image; ``pixel_size`` None tries a ladder
-        of scales and keeps each template's best."""
-        if pixel_size is not None:
-            return self.index.search(self.embed_image(image, pixel_size), k, elements, exclude, match)
+        of scales and keeps each template's best.
+
+        ``lattice``: the image's measured 2-D lattice (``model.lattice.Lattice2D``; Å when the pixel
+        size is given, pixels otherwise). Then up to ``lattice_k`` more candidates follow the top k:
+        the best-scored of the templates whose projected lattice is within ``lattice_tol`` of it.
+        Without a pixel size, their shape must fit, the scale they imply must be plausible, and their
+        score is taken at the ladder rung nearest that scale.
+        """
         mask = self.index.allowed(elements, exclude, match)
-        best = np.full(len(self.index), -np.inf)
-        best_px = np.zeros(len(self.index))
-        for px in UNKNOWN_PIXEL_LADDER:
-            s = np.where(mask, self.index.embeddings @ self.embed_image(image, px), -np.inf)
-            better = s > best
-            best[better], best_px[better] = s[better], px
-        order = [int(i) for i in np.argsort(-best, kind="stable")[:k] if np.isfinite(best[i])]
-        return [self.index._candidate(r, i, float(best[i]), float(best_px[i])) for r, i in enumerate(order, 1)]
+        n = len(self.index)
+        if pixel_size is not None:
+            scores = np.where(mask, self.index.embeddings @ self.embed_image(image, pixel_size), -np.inf)
+            per_rung = None
+        else:
+            per_rung = np.stack([np.where(mask, self.index.embeddings @ self.embed_image(image, px), -np.inf)
+                                 for px in UNKNOWN_PIXEL_LADDER])
+            scores = per_rung.max(0)
+        best_px = None if per_rung is None else np.asarray(UNKNOWN_PIXEL_LADDER)[per_rung.argmax(0)]
+        order = [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
+        out = [self.index._candidate(r, i, float(scores[i]), None if best_px is None else float(best_px[i]))
+               for r, i in enumerate(order, 1)]
+        if lattice is None or lattice_k <= 0:
+            return out
+        from model.lattice import lattice_metric
+
+        measured = lattice_metric(lattice.vectors)
+        table = self.index.lattice_table()
+        mis = lattice_mismatch(measured, table, pixel_size is not None)
+        fits = mask & (mis <= lattice_tol)
+        fit_scores, fit_px = scores, best_px
+        if pixel_size is None:
+            implied = table[:, 0] / measured[0]  # Å per pixel if this template were the crystal
+            ladder = np.log(np.asarray(UNKNOWN_PIXEL_LADDER))
+            rung = np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - ladder[None]).argmin(1)
+            fits &= (implied >= UNKNOWN_PIXEL_LADDER[0] / 1.5) & (implied <= UNKNOWN_PIXEL_LADDER[-1] * 1.5)
+            fit_scores, fit_px = per_rung[rung, np.arange(n)], implied
+        taken = set(order)
+        extra = [int(i) for i in np.argsort(-np.where(fits, fit_scores, -np.inf), kind="stable")
+                 if fits[i] and int(i) not in taken][:lattice_k]
+        for c, i in zip(out, order):  # the embedding's own picks carry their lattice fit too
+            c.lattice_mismatch = float(mis[i])
+        return out + [self.index._candidate(len(out) + r, i, float(fit_scores[i]),
+                                            None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]))
+                      for r, i in enumerate(extra, 1)]
 
 
 def main(argv=None):

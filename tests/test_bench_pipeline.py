@@ -1,14 +1,17 @@
 """bench/pipeline.py: the issue-8 benchmark set is drawn from the test split by tier, and a run goes
-through Pipeline.run, resumes, and reports per tier."""
+through Pipeline.run, resumes, and reports per tier; eform scores the accepted reconstructions'
+formation energies against the truth's, and the report plots."""
 from __future__ import annotations
 
 import json
+import math
 import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,19 +52,25 @@ def small_run(tmp_path_factory):
     cli("run", "--data", data, "--results", results)
     first = (results / "set" / "full.jsonl").read_text()
     cli("run", "--data", data, "--results", results)  # resumes: nothing is redone
+    # a step cap keeps the test short; convergence is not what it checks
+    cli("eform", "--variant", "full", "--potential", "chgnet", "--steps", "60", "--data", data, "--results", results)
+    eform_first = (results / "set" / "full.eform.jsonl").read_text()
+    cli("eform", "--variant", "full", "--potential", "chgnet", "--data", data, "--results", results)
     cli("report", "--data", data, "--results", results)
-    return first, results
+    return first, results, eform_first
 
 
 def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
-    first, results = small_run
+    first, results, _ = small_run
     rows = [json.loads(line) for line in (results / "set" / "full.jsonl").read_text().splitlines()]
     assert (results / "set" / "full.jsonl").read_text() == first  # the rerun appended nothing
     assert sorted(r["tier"] for r in rows) == ["monolayer", "negative", "tier1", "tier2", "tier3"]
     for r in rows:
         assert r["timings"]["total"] > 0
         if r["kind"] == "crystal":
-            assert r["truth"] and (r["truth_rank"] is None or 1 <= r["truth_rank"] <= 10)
+            # ranks: the embedding's top 10, then up to 10 lattice fits
+            assert r["truth"] and (r["truth_rank"] is None or 1 <= r["truth_rank"] <= 20)
+            assert r["offered"] == (r["truth_rank"] is not None)
             assert r["success"] is False or (r["accepted"] and r["rmsd"] is not None and r["lattice_error"] < 0.05)
         else:
             assert r["truth"] is None and r["success"] is False
@@ -70,3 +79,52 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
     overall = report["variants"]["full"]["overall"]
     assert overall["samples"] == 5 and 0 <= overall["false_acceptance"] <= 1
     assert "| full | tier3 | 1 |" in (results / "set.md").read_text()
+
+
+def test_run_rows_carry_the_reconstruction_as_cif(small_run):
+    _, results, _ = small_run
+    for r in map(json.loads, (results / "set" / "full.jsonl").read_text().splitlines()):
+        if r["accepted"]:
+            assert len(Structure.from_str(r["cif"], fmt="cif")) > 0
+        else:
+            assert r["cif"] is None
+
+
+def test_eform_scores_each_accepted_crystal_once_and_report_tables_and_plots_it(small_run):
+    _, results, eform_first = small_run
+    rows = [json.loads(line) for line in (results / "set" / "full.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in eform_first.splitlines()]
+    assert (results / "set" / "full.eform.jsonl").read_text() == eform_first  # the rerun appended nothing
+    expected = sorted(r["id"] for r in rows if r["kind"] == "crystal" and r["accepted"] and r["cif"])
+    assert expected and sorted(e["id"] for e in scored) == expected
+    for e in scored:
+        assert e["potential"] == "chgnet" and e["seconds"] >= 0
+        if e["error"] is None:
+            assert all(isinstance(e[k], float) and math.isfinite(e[k]) for k in ("eform_pred", "eform_truth"))
+            assert e["abs_error"] == pytest.approx(abs(e["eform_pred"] - e["eform_truth"]))
+        else:
+            assert isinstance(e["error"], str) and e["abs_error"] is None
+    overall = json.loads((results / "set.json").read_text())["variants"]["full"]["overall"]
+    assert overall["eform_n"] == sum(e["error"] is None for e in scored)
+    assert overall["eform_n"] + overall["eform_errors"] == len(scored)
+    md = (results / "set.md").read_text()
+    assert "E_form MAE (matched / all accepted)" in md
+    negative = next(line for line in md.splitlines() if line.startswith("| full | negative |"))
+    assert negative.split("|")[-3].strip() == "–"  # negatives have no formation energy
+    for name in ("success_vs_dose.png", "lattice_error_hist.png"):
+        png = (results / "set" / "plots" / name).read_bytes()
+        assert len(png) > 1000 and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_element_without_reference_is_an_error_not_a_crash():
+    gaas = Structure(Lattice.cubic(5.65), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    out = bench["relaxed_eform"](gaas, None, {"energies": {"Ga": -3.0}}, False, 10)  # no calculator: never relaxed
+    assert out["eform"] is None and "As" in out["error"]
+
+
+def test_eform_mae_over_matched_and_all_accepted():
+    rows = [{"success": True, "abs_error": 0.1}, {"success": False, "abs_error": 0.3},
+            {"success": False, "abs_error": None}]
+    m = bench["summarise_eform"](rows)
+    assert m["eform_mae_success"] == pytest.approx(0.1) and m["eform_mae_accepted"] == pytest.approx(0.2)
+    assert (m["eform_n"], m["eform_errors"]) == (2, 1)

@@ -15,8 +15,9 @@ import infer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "srtio3_001.tif"
-REPORT_KEYS = {"input", "template", "zone_axis", "candidates", "confidence", "lattice", "spacegroup", "potential",
-               "energy_per_atom", "formation_energy_per_atom", "relaxation", "timings"}
+REPORT_KEYS = {"input", "template", "zone_axis", "candidates", "confidence", "score", "verification_score",
+               "lattice_prior", "lattice", "spacegroup", "potential", "energy_per_atom", "formation_energy_per_atom",
+               "relaxation", "timings"}
 
 
 def run(*args) -> int:
@@ -47,6 +48,12 @@ def test_example_end_to_end_recovers_the_ground_truth(example_run):
     # CHGNet's SrTiO3 is within ~1.5 % of the experimental 3.905 Å
     assert report["lattice"]["relaxed"]["a"] == pytest.approx(3.905, rel=0.02)
     assert report["lattice"]["reconstructed"]["a"] == pytest.approx(3.905, rel=0.01)
+    # the loop saw the embedding's top 10 and the lattice fits; the chosen one needs no strain
+    sources = [c["source"] for c in report["candidates"]]
+    assert sources.count("embedding") == 10 and 0 < sources.count("lattice") <= 10
+    assert report["lattice_prior"] > 0.95
+    assert report["score"] == pytest.approx(report["verification_score"] * report["lattice_prior"], abs=2e-4)
+    assert report["score"] == pytest.approx(max(c.get("score", -1) for c in report["candidates"]), abs=1e-4)
 
 
 def test_overlay_is_a_real_figure(example_run):
@@ -86,7 +93,7 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
 
 
 @pytest.mark.parametrize("args", [["--pixel-size", "5"], ["--pixel-size", "0.001"], ["--elements", "Sr,Xx,O"],
-                                  ["--top-k", "0"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
+                                  ["--top-k", "0"], ["--lattice-k", "-1"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
 def test_bad_options_exit_2(tmp_path, args, capsys):
     out = tmp_path / "out"
     assert run(EXAMPLE, "--out", out, "--potential", "none", "--quiet", *args) == 2

@@ -9,6 +9,7 @@ import yaml
 from data.library import LIBRARY_FILE, get_entry, load_library
 from data.scan import ScanGeometry, render
 from data.simulate import Simulator
+from model.denoiser import Denoiser
 from model.retrieval import (VIEW, RetrievalConfig, RetrievalModel, Retriever, TemplateIndex, canonical_view,
                              library_graphs, pair_key, zone_graph, file_hash)
 
@@ -97,6 +98,54 @@ def test_element_filter_never_returns_a_foreign_element(retriever):
     q = retriever.index.embeddings[0]
     first = retriever.index.records[0]["template_id"]
     assert all(c.template_id != first for c in retriever.index.search(q, 20, exclude=[first]))
+
+
+def test_index_lattices_are_the_projected_column_lattices(retriever):
+    from model.retrieval import pair_lattices
+
+    index = retriever.index
+    assert index.lattices is not None and index.lattices.shape == (len(index), 3)
+    rows = [0, 1, len(index) // 2, len(index) - 1]
+    np.testing.assert_allclose(pair_lattices([index.records[i] for i in rows]), index.lattices[rows], rtol=1e-9)
+    # Sr and TiO columns of SrTiO3 [001] alike in position: the a/√2 square lattice
+    k = next(i for i, r in enumerate(index.records)
+             if r["template_id"] == "SrTiO3-perovskite" and r["zone_label"] == "[100]")
+    a = get_entry("SrTiO3-perovskite").structure.lattice.a
+    np.testing.assert_allclose(index.lattices[k], [a / np.sqrt(2), a / np.sqrt(2), 0.0], atol=1e-6)
+
+
+def test_lattice_mismatch_is_rotation_free_and_scale_aware():
+    from model.lattice import lattice_metric
+    from model.retrieval import lattice_mismatch
+
+    b = np.array([[3.9, 0.0], [0.0, 3.9]])
+    rot = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]])
+    m = lattice_metric(b @ rot.T)
+    table = np.array([lattice_metric(b), lattice_metric(1.04 * b), lattice_metric(np.array([[3.9, 0], [1.0, 3.9]]))])
+    np.testing.assert_allclose(lattice_mismatch(m, table)[:2], [0.0, 0.04], atol=1e-9)
+    assert lattice_mismatch(m, table)[2] > 0.2  # oblique: |cos γ| differs
+    # without a scale only the shape counts: 4 % larger is the same square
+    np.testing.assert_allclose(lattice_mismatch(m, table, scale_known=False)[:2], 0.0, atol=1e-9)
+
+
+def test_lattice_candidates_fit_the_measured_lattice_and_obey_the_filter(retriever, sim):
+    from model.lattice import fit_lattice
+    from model.retrieval import LATTICE_TOL
+
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=17.0)
+    den_cols = Denoiser.from_checkpoint()(img, 0.12).columns
+    lattice = fit_lattice(den_cols.xy, img, 0.12)
+    k = 5
+    cands = retriever.query(img, 0.12, k=k, lattice=lattice, lattice_k=8)
+    assert [c.rank for c in cands] == list(range(1, len(cands) + 1)) and len(cands) == k + 8
+    assert all(c.source == "embedding" for c in cands[:k]) and all(c.source == "lattice" for c in cands[k:])
+    assert all(c.lattice_mismatch <= LATTICE_TOL for c in cands[k:])
+    assert len({(c.template_id, tuple(c.zone_axis)) for c in cands}) == len(cands)
+    # the lattice brings the truth in even where the embedding ranks it low
+    assert any(c.template_id == "SrTiO3-perovskite" and c.zone_label == "[100]" for c in cands)
+    filtered = retriever.query(img, 0.12, k=k, elements=["Ba", "Sr", "Ti", "O"], lattice=lattice, lattice_k=8)
+    by_id = {r["template_id"]: r for r in retriever.index.records}
+    assert all(set(by_id[c.template_id]["elements"]) <= {"Ba", "Sr", "Ti", "O"} for c in filtered)
 
 
 def _perovskite_001_ranks(retriever, sim, k: int) -> list[int]:
