@@ -1,6 +1,6 @@
-"""Why the closed loop misses the truth when retrieval offers it: the truth's verification scores
-next to the chosen candidate's, for every benchmark image whose truth was among the candidates but
-not kept.
+"""Why the closed loop misses the truth when retrieval offers it: the truth's scores (verification,
+its NCC and column-intensity parts, lattice prior) next to the chosen candidate's, for every
+benchmark image whose truth was among the candidates but not kept.
 
     python bench/loop_diagnosis.py [--data datasets/bench-pipeline] [--variant full]
 
@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     missed = {r["id"] for r in rows if r["kind"] == "crystal" and r["truth_rank"] is not None and not r["success"]}
     ds = load_from_disk(str(args.data)).with_format("numpy")
     pipe = Pipeline.load(Options(potential="none"))
-    keys = ("template_id", "zone_axis", "rank", "verification_score", "ncc", "intensity_score")
+    keys = ("template_id", "zone_axis", "rank", "source", "score", "verification_score", "ncc", "intensity_score",
+            "lattice_prior", "template_strain")
     out = []
     for i in range(len(ds)):
         row = ds[i]
@@ -52,11 +53,13 @@ def main(argv=None) -> None:
         out.append(rec)
         print(json.dumps(rec), flush=True)
     scores = [r["truth"]["intensity_score"] for r in out if r["truth"]["intensity_score"] is not None]
+    def below(key):  # the truth scored lower than the candidate kept
+        return int(sum(r["chosen"] is not None and (r["truth"][key] or -1) < (r["chosen"][key] or -1) for r in out))
+
     summary = {"images": len(out), "truth_intensity_score_below_0.1": int(sum(s < 0.1 for s in scores)),
-               "truth_intensity_scored": len(scores),
-               "truth_verification_below_chosen": int(sum(
-                   r["chosen"] is not None and (r["truth"]["verification_score"] or -1) < (r["chosen"]["verification_score"] or -1)
-                   for r in out))}
+               "truth_intensity_scored": len(scores), "truth_verification_below_chosen": below("verification_score"),
+               "truth_lattice_prior_below_chosen": below("lattice_prior"),
+               "truth_intensity_below_chosen": below("intensity_score"), "truth_ncc_below_chosen": below("ncc")}
     print(json.dumps(summary))
     Path(args.out).write_text(json.dumps({"summary": summary, "rows": out}, indent=1) + "\n")
 
