@@ -28,7 +28,7 @@ from data.library import zone_axis_pairs
 from data.noise import ConditionRanges
 from data.sample import draw_sample
 from data.simulate import Simulator
-from model.columns import extract_columns, match_columns
+from model.columns import extract_columns, image_as_heatmap, match_columns
 from model.denoiser import Denoiser, normalize
 
 DOSES = (1e2, 1e3, 1e4, 1e5)
@@ -107,9 +107,8 @@ def main() -> None:
 
             det["ours"].append(match_columns(inner(res.columns.xy), inner(truth)))
             nlm = estimates["nl_means"]
-            hm = (nlm - nlm.min()) / max(float(np.ptp(nlm)), 1e-9)
-            det["nl_means_peaks"].append(match_columns(inner(extract_columns(hm, nlm, px, threshold=0.3).xy),
-                                                       inner(truth)))
+            det["nl_means_peaks"].append(match_columns(
+                inner(extract_columns(image_as_heatmap(nlm), nlm, px, threshold=0.3).xy), inner(truth)))
             noise = s.conditions.noise
             fraction = (s.clean - noise.offset) / (noise.gain * noise.electrons_per_pixel(px))
             sigma_psf = np.hypot(0.35, noise.source_sigma)  # probe+column rms width (Å), 21 mrad at 200 kV

@@ -214,7 +214,7 @@ def run(args) -> None:
     n = min(len(ds), args.limit) if args.limit else len(ds)
     out = args.results / args.data.name / f"{args.variant}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    done = {r["id"] for r in read_rows(out)}
     pipe = Pipeline.load(Options(potential="none", **{k: v for k, v in spec.items() if k in OPTION_KEYS}))
     matcher = StructureMatcher()
     baseline = None

@@ -15,7 +15,7 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 
-from model.retrieval import CANONICAL_PIXEL, Candidate, TemplateIndex, canonical_view
+from model.retrieval import CANONICAL_PIXEL, Candidate, TemplateIndex, canonical_view, top_k
 
 HIST_RANGE = 8.0  # Å
 HIST_BINS = 40
@@ -82,8 +82,7 @@ class _DescriptorBaseline:
         view = canonical_view(image, pixel_size, 128)[0]
         d = np.where(self.index.allowed(elements, exclude), self.distance(self.describe(view, CANONICAL_PIXEL)),
                      np.inf)
-        order = [int(i) for i in np.argsort(d, kind="stable")[:k] if np.isfinite(d[i])]
-        return [self.index._candidate(rank, i, -float(d[i])) for rank, i in enumerate(order, 1)]
+        return [self.index._candidate(rank, i, -float(d[i])) for rank, i in enumerate(top_k(-d, k), 1)]
 
 
 class PairDistanceBaseline(_DescriptorBaseline):

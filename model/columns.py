@@ -80,6 +80,13 @@ def extract_columns(heatmap: np.ndarray, denoised: np.ndarray, pixel_size: float
     return Columns(xs, ys, np.asarray(score, float), np.asarray(intensity, float), pixel_size)
 
 
+def image_as_heatmap(image: np.ndarray) -> np.ndarray:
+    """An image min-max scaled to [0, 1], standing in for the learned heatmap: the classical column
+    detector (peaks of a smoothed or NL-means image) that the column head is measured against."""
+    image = np.asarray(image, np.float64)
+    return (image - image.min()) / max(float(np.ptp(image)), 1e-9)
+
+
 @dataclass
 class DetectionScore:
     precision: float

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.columns import Columns, extract_columns
+from model.columns import Columns, extract_columns, image_as_heatmap
 from model.unet import UNet, UNetConfig
 
 CHECKPOINT_FORMAT = "stem2struct-denoiser"
@@ -156,6 +156,6 @@ class SmoothingDenoiser:
         from scipy import ndimage
 
         smooth = ndimage.gaussian_filter(np.asarray(image, np.float64), self.sigma / pixel_size)
-        heat = (smooth - smooth.min()) / max(float(np.ptp(smooth)), 1e-12)
+        heat = image_as_heatmap(smooth)
         cols = extract_columns(heat, smooth, pixel_size, threshold=self.threshold)
         return DenoiseResult(smooth.astype(np.float32), heat.astype(np.float32), cols, float(pixel_size))

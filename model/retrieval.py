@@ -285,8 +285,7 @@ class TemplateIndex:
     def search(self, query: np.ndarray, k: int = 5, elements=None, exclude=None, match: str = "subset") -> list[Candidate]:
         scores = self.embeddings @ np.asarray(query, np.float32)
         scores = np.where(self.allowed(elements, exclude, match), scores, -np.inf)
-        order = [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
-        return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(order, 1)]
+        return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(top_k(scores, k), 1)]
 
     def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None, source: str = "embedding",
                    mismatch: float | None = None) -> Candidate:
@@ -303,6 +302,11 @@ class TemplateIndex:
                           "python -m model.retrieval index)", stacklevel=2)
             self.lattices = pair_lattices(self.records)
         return self.lattices
+
+
+def top_k(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the k best finite scores, best first (ties in index order); -inf marks the excluded."""
+    return [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
 
 
 def pair_lattices(records: list[dict]) -> np.ndarray:
@@ -446,7 +450,7 @@ class Retriever:
                                  for px in UNKNOWN_PIXEL_LADDER])
             scores = per_rung.max(0)
         best_px = None if per_rung is None else np.asarray(UNKNOWN_PIXEL_LADDER)[per_rung.argmax(0)]
-        order = [int(i) for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
+        order = top_k(scores, k)
         out = [self.index._candidate(r, i, float(scores[i]), None if best_px is None else float(best_px[i]))
                for r, i in enumerate(order, 1)]
         if lattice is None or lattice_k <= 0:
@@ -457,6 +461,7 @@ class Retriever:
         table = self.index.lattice_table()
         mis = lattice_mismatch(measured, table, pixel_size is not None)
         fits = mask & (mis <= lattice_tol)
+        fits[order] = False  # already in
         fit_scores, fit_px = scores, best_px
         if pixel_size is None:
             implied = table[:, 0] / measured[0]  # Å per pixel if this template were the crystal
@@ -464,9 +469,7 @@ class Retriever:
             rung = np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - ladder[None]).argmin(1)
             fits &= (implied >= UNKNOWN_PIXEL_LADDER[0] / 1.5) & (implied <= UNKNOWN_PIXEL_LADDER[-1] * 1.5)
             fit_scores, fit_px = per_rung[rung, np.arange(n)], implied
-        taken = set(order)
-        extra = [int(i) for i in np.argsort(-np.where(fits, fit_scores, -np.inf), kind="stable")
-                 if fits[i] and int(i) not in taken][:lattice_k]
+        extra = top_k(np.where(fits, fit_scores, -np.inf), lattice_k)
         for c, i in zip(out, order):  # the embedding's own picks carry their lattice fit too
             c.lattice_mismatch = float(mis[i])
         return out + [self.index._candidate(len(out) + r, i, float(fit_scores[i]),
