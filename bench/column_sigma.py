@@ -18,17 +18,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 
-def column_error(d_img, m_img, labels, pixel_size) -> float:
-    vis = labels.visible
-    s = 0.15 / pixel_size
-    at = [labels.y_px[vis], labels.x_px[vis]]
-    d = ndimage.map_coordinates(ndimage.gaussian_filter(d_img, s), at, order=1)
-    m = ndimage.map_coordinates(ndimage.gaussian_filter(m_img, s), at, order=1)
-    k = float(d @ m / (m @ m))
-    return float(np.sqrt(np.mean(((d - k * m) / d.mean()) ** 2)))
+def column_error(d_img, m_img, labels) -> float:
+    from model.verify import column_residuals
+
+    return float(np.sqrt(np.mean(column_residuals(d_img, m_img, labels) ** 2)))
 
 
 def main(argv=None) -> None:
@@ -43,9 +38,10 @@ def main(argv=None) -> None:
     from data.library import zone_axis_pairs
     from data.scan import ScanGeometry, column_labels, render
     from data.simulate import SimulationConfig, Simulator
+    from model.verify import loop_simulator
 
     ms = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats")
-    cv = Simulator(config=SimulationConfig(method="convolution"), cache_dir=".cache/repeats")
+    cv = loop_simulator()
     pairs = [(e, z) for e, z in zone_axis_pairs(args.split, kind="bulk") if len(e.structure.composition) >= 2]
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -58,12 +54,12 @@ def main(argv=None) -> None:
         if labels.visible.sum() < 3:
             continue
         true_err = column_error(d_img, render(cv.simulate(entry.structure, za["uvw"], args.thickness), geom),
-                                labels, geom.pixel_size)
+                                labels)
         els = sorted(entry.structure.composition.elements, key=lambda e: -e.Z)
         swapped = entry.structure.copy()
         swapped.replace_species({els[0]: els[1], els[1]: els[0]})
         swap_err = column_error(d_img, render(cv.simulate(swapped, za["uvw"], args.thickness), geom),
-                                labels, geom.pixel_size)
+                                labels)
         row = {"pair": f"{entry.id} [{za['label']}]", "columns": int(labels.visible.sum()),
                "true_rel_error": round(true_err, 4), "swapped_rel_error": round(swap_err, 4)}
         rows.append(row)

@@ -2,7 +2,8 @@
 
     python examples/make_examples.py
 
-Each example is a 16-bit TIFF with an ImageJ calibration (so infer.py reads the pixel size from
+The images are full multislice (abTEM, 80 Å), not the cheap convolution path that the closed loop
+verifies with, so the example does not flatter the loop. Each example is a 16-bit TIFF with an ImageJ calibration (so infer.py reads the pixel size from
 the file), a ``<name>_truth.cif`` of the crystal that was simulated and a ``<name>.json`` with the
 template, zone axis and every imaging condition.
 """
@@ -19,7 +20,7 @@ from data.library import get_entry
 from data.noise import Conditions, NoiseModel
 from data.sample import make_sample
 from data.scan import ScanGeometry
-from data.simulate import Simulator
+from data.simulate import SimulationConfig, Simulator
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = {
@@ -35,7 +36,8 @@ def make(name: str, entry_id: str, uvw, scale: float, pixel_size: float, dose: f
     if scale != 1.0:
         structure.scale_lattice(structure.volume * scale ** 3)
     rng = np.random.default_rng(seed)
-    repeat = Simulator(cache_dir=".cache/repeats").simulate(structure, uvw, 80.0)
+    repeat = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats").simulate(
+        structure, uvw, 80.0)
     geometry = ScanGeometry(shape=(size, size), pixel_size=pixel_size, rotation=rotation, offset=(0.4, 0.9),
                             drift=(0.0005, 0.0), jitter=0.02)
     noise = NoiseModel(dose=dose, source_size=0.3, gain=2.0, offset=40.0, read_noise=1.5, background=0.2)
@@ -47,6 +49,7 @@ def make(name: str, entry_id: str, uvw, scale: float, pixel_size: float, dose: f
                      metadata={"unit": "nm"})
     structure.to(filename=str(HERE / f"{name}_truth.cif"))
     truth = {"template_id": entry_id, "zone_axis": list(uvw), "lattice_scale": scale, "thickness": 80.0,
+             "simulation": "multislice",
              "pixel_size": pixel_size, "geometry": asdict(geometry), "noise": asdict(noise), "seed": seed,
              "signal": "haadf", "shape": [size, size]}
     (HERE / f"{name}.json").write_text(json.dumps(truth, indent=1) + "\n")

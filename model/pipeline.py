@@ -128,10 +128,10 @@ class Pipeline:
     def load(cls, options: Options | None = None, denoiser: str | None = None, retrieval: str | None = None,
              index: str | None = None, calibration: str | None = None) -> "Pipeline":
         """Every model, once. Missing/corrupt checkpoints raise CheckpointError/RetrievalError/PotentialError."""
-        from data.simulate import Simulator
         from model.denoiser import DEFAULT_CHECKPOINT, Denoiser
         from model.relax import load_potential
         from model.retrieval import DEFAULT_CHECKPOINT as RCKPT, DEFAULT_INDEX, Retriever
+        from model.verify import loop_simulator
 
         options = options or Options()
         den = Denoiser.from_checkpoint(denoiser or DEFAULT_CHECKPOINT, device=options.device)
@@ -139,7 +139,7 @@ class Pipeline:
         calc = info = None
         if options.potential != "none":
             calc, info = load_potential(options.potential, options.potential_checkpoint, options.device)
-        return cls(den, ret, Simulator(cache_dir=".cache/repeats"), Calibration.load(calibration or CALIBRATION_FILE),
+        return cls(den, ret, loop_simulator(), Calibration.load(calibration or CALIBRATION_FILE),
                    options, calc, info)
 
     # ------------------------------------------------------------------ stages

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from data.scan import ScanGeometry, column_labels, render
-from data.simulate import Simulator
+from data.simulate import SimulationConfig, Simulator
 from model.lattice import MIN_VISIBLE_WEIGHT
 from model.reconstruct import Reconstruction
 
@@ -25,6 +25,13 @@ NCC_WEIGHT = 0.6  # the rest goes to the column-intensity score
 # training pairs at 80 Å (bench/column_sigma.py), while swapping the two heaviest species costs up
 # to ~130 %. At 5 % even a correct candidate's term was often below 0.1.
 COLUMN_SIGMA = 0.10
+
+
+def loop_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
+    """What the loop simulates candidates with: the convolution path with the per-atom object, whose
+    column intensities follow multislice where the summed one cannot (monolayers' two-atom columns,
+    bench/validate_convolution.py)."""
+    return Simulator(config=SimulationConfig(convolution_object="atoms"), cache_dir=cache_dir)
 
 
 @dataclass
@@ -85,6 +92,20 @@ def _standardise(img: np.ndarray) -> np.ndarray:
     return (img - img.mean()) / s if s > 0 else np.zeros_like(img)
 
 
+def column_residuals(observed: np.ndarray, simulated: np.ndarray, labels, background: float = 0.0) -> np.ndarray | None:
+    """(d - k·m) / mean(d) at the visible columns: d the observed column intensities above
+    ``background``, m the simulated ones, k their best common scale. None when nothing is comparable."""
+    vis = labels.visible
+    s = 0.15 / labels.pixel_size  # a light blur, so a column's value is not one noisy pixel
+    at = [labels.y_px[vis], labels.x_px[vis]]
+    d = ndimage.map_coordinates(ndimage.gaussian_filter(observed, s), at, order=1) - background
+    m = ndimage.map_coordinates(ndimage.gaussian_filter(simulated, s), at, order=1)
+    k = float(d @ m / (m @ m)) if m @ m > 0 else 0.0
+    if not vis.any() or k <= 0 or d.mean() <= 0:
+        return None
+    return (d - k * m) / d.mean()
+
+
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
            thickness: float | None = None, signal: str = "haadf", rigid: bool = False,
            min_visible_weight: float = MIN_VISIBLE_WEIGHT, border: float = 2.0) -> Verification:
@@ -105,19 +126,12 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
     (gain, background), *_ = np.linalg.lstsq(X, denoised.ravel(), rcond=None)
 
     labels = column_labels(repeat, geometry, margin=-border, min_visible_weight=min_visible_weight)
-    vis = labels.visible
-    n = int(vis.sum())
+    n = int(labels.visible.sum())
     score_i = 0.0
     if n >= 3 and gain > 0:
-        # a light blur (σ 0.15 Å) so a column's value is not one noisy pixel
-        s = 0.15 / geometry.pixel_size
-        at = [labels.y_px[vis], labels.x_px[vis]]
-        d = ndimage.map_coordinates(ndimage.gaussian_filter(denoised, s), at, order=1) - background
-        m = ndimage.map_coordinates(ndimage.gaussian_filter(sim, s), at, order=1)
-        k = float(d @ m / (m @ m)) if m @ m > 0 else 0.0  # column scale, through the fitted background
-        if k > 0 and d.mean() > 0:
-            z = (d - k * m) / (COLUMN_SIGMA * d.mean())
-            score_i = float(np.exp(-0.5 * np.mean(z ** 2)))
+        r = column_residuals(denoised, sim, labels, background)
+        if r is not None:
+            score_i = float(np.exp(-0.5 * np.mean((r / COLUMN_SIGMA) ** 2)))
     score = float(np.clip(NCC_WEIGHT * max(ncc, 0.0) + (1 - NCC_WEIGHT) * score_i, 0.0, 1.0))
     g = {"shape": list(geometry.shape), "pixel_size": geometry.pixel_size, "rotation": geometry.rotation,
          "offset": list(geometry.offset), "drift": list(geometry.drift)}
