@@ -20,12 +20,6 @@ from pathlib import Path
 import numpy as np
 
 
-def column_error(d_img, m_img, labels) -> float:
-    from model.verify import column_residuals
-
-    return float(np.sqrt(np.mean(column_residuals(d_img, m_img, labels) ** 2)))
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
@@ -38,7 +32,7 @@ def main(argv=None) -> None:
     from data.library import zone_axis_pairs
     from data.scan import ScanGeometry, column_labels, render
     from data.simulate import SimulationConfig, Simulator
-    from model.verify import loop_simulator
+    from model.verify import column_error, loop_simulator
 
     ms = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats")
     cv = loop_simulator()

@@ -27,7 +27,7 @@ from data.library import get_entry
 from data.scan import ScanGeometry, column_labels, refine_peak, render
 from data.simulate import Microscope, RepeatImage, SimulationConfig, Simulator
 from data.zone_axes import describe
-from model.verify import column_residuals
+from model.verify import column_error
 
 CRYSTALS = [("SrTiO3-perovskite", (1, 0, 0)), ("GaAs-zincblende", (1, 1, 0)), ("Cu-fcc", (1, 1, 0)),
             ("MgO-rocksalt", (1, 0, 0)), ("GaN-wurtzite", (1, 1, 0)), ("MoS2-mx2_2h-1L", (0, 0, 1)),
@@ -101,8 +101,8 @@ def main() -> None:
     best = min(itertools.product(EXPONENTS, BLURS), key=lambda p: error(evaluate(*p))[0])
     rows = evaluate(*best)
     rel_error, scale = error(rows)
-    report = {"object": args.object, "thickness": args.thickness, "microscope": {"energy": mic.energy, "semiangle": mic.semiangle,
-                                                          "haadf": mic.haadf},
+    report = {"object": args.object, "thickness": args.thickness,
+              "microscope": {"energy": mic.energy, "semiangle": mic.semiangle, "haadf": mic.haadf},
               "fitted": {"convolution_exponent": best[0], "convolution_blur": best[1], "convolution_scale": scale},
               "mean_relative_image_error": round(float(rel_error), 4),
               "crystals": []}
@@ -114,7 +114,7 @@ def main() -> None:
         ref = RepeatImage({"haadf": c["ref"]}, cell, c["thickness"], c["cols"], "multislice")
         labels = column_labels(ref, geom, margin=-2.0, min_visible_weight=0.12)
         conv = RepeatImage({"haadf": img}, cell, c["thickness"], c["cols"], "convolution")
-        col_err = float(np.sqrt(np.mean(column_residuals(render(ref, geom), render(conv, geom), labels) ** 2)))
+        col_err = column_error(render(ref, geom), render(conv, geom), labels)
         report["crystals"].append({
             "id": c["id"], "zone_axis": list(c["uvw"]), "correlation": round(r, 4),
             "columns_compared": len(shifts), "max_column_shift_pm": round(100 * max(shifts, default=np.nan), 2),

@@ -3,9 +3,9 @@
     python examples/make_examples.py
 
 The images are full multislice (abTEM, 80 Å), not the cheap convolution path that the closed loop
-verifies with, so the example does not flatter the loop. Each example is a 16-bit TIFF with an ImageJ calibration (so infer.py reads the pixel size from
-the file), a ``<name>_truth.cif`` of the crystal that was simulated and a ``<name>.json`` with the
-template, zone axis and every imaging condition.
+verifies with, so the examples do not flatter the loop. Each is a 16-bit TIFF with an ImageJ
+calibration (so infer.py reads the pixel size from the file), a ``<name>_truth.cif`` of the crystal
+that was simulated and a ``<name>.json`` with the template, zone axis and every imaging condition.
 """
 from __future__ import annotations
 

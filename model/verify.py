@@ -1,8 +1,8 @@
 """Does the reconstruction explain the image? Forward-simulate it and compare.
 
 The reconstructed structure goes through the project's own simulation path (``data.simulate``,
-noise-free) and ``data.scan.render`` with the geometry the alignment fitted, so a candidate is
-judged by the same physics that made the training data. Two scores: the normalised
+noise-free, the convolution path with the per-atom object: ``loop_simulator``) and
+``data.scan.render`` with the geometry the alignment fitted. Two scores: the normalised
 cross-correlation of the images (positions and column shapes), and how well the simulated column
 intensities predict the detected ones (which column is heavy: what positions cannot tell).
 """
@@ -21,7 +21,7 @@ from model.reconstruct import Reconstruction
 NCC_WEIGHT = 0.6  # the rest goes to the column-intensity score
 # How closely a correct candidate can be asked to predict column intensities. The loop simulates with
 # the convolution path, and the images it judges are multislice (or a microscope's): the correct
-# structure's column intensities are off by a median 9 % on validation pairs at 40 Å and 7 % on
+# structure's column intensities are off by a median 9.8 % on validation pairs at 40 Å and 6.9 % on
 # training pairs at 80 Å (bench/column_sigma.py), while swapping the two heaviest species costs up
 # to ~130 %. At 5 % even a correct candidate's term was often below 0.1.
 COLUMN_SIGMA = 0.10
@@ -104,6 +104,11 @@ def column_residuals(observed: np.ndarray, simulated: np.ndarray, labels, backgr
     if not vis.any() or k <= 0 or d.mean() <= 0:
         return None
     return (d - k * m) / d.mean()
+
+
+def column_error(observed: np.ndarray, simulated: np.ndarray, labels) -> float:
+    """rms of ``column_residuals``: how far a simulation's column intensities are from an image's."""
+    return float(np.sqrt(np.mean(column_residuals(observed, simulated, labels) ** 2)))
 
 
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
