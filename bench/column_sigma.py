@@ -47,13 +47,11 @@ def main(argv=None) -> None:
         labels = column_labels(rep_ms, geom, margin=-2.0, min_visible_weight=0.12)
         if labels.visible.sum() < 3:
             continue
-        true_err = column_error(d_img, render(cv.simulate(entry.structure, za["uvw"], args.thickness), geom),
-                                labels)
+        true_err = column_error(d_img, render(cv.simulate(entry.structure, za["uvw"], args.thickness), geom), labels)
         els = sorted(entry.structure.composition.elements, key=lambda e: -e.Z)
         swapped = entry.structure.copy()
         swapped.replace_species({els[0]: els[1], els[1]: els[0]})
-        swap_err = column_error(d_img, render(cv.simulate(swapped, za["uvw"], args.thickness), geom),
-                                labels)
+        swap_err = column_error(d_img, render(cv.simulate(swapped, za["uvw"], args.thickness), geom), labels)
         row = {"pair": f"{entry.id} [{za['label']}]", "columns": int(labels.visible.sum()),
                "true_rel_error": round(true_err, 4), "swapped_rel_error": round(swap_err, 4)}
         rows.append(row)

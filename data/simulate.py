@@ -303,21 +303,21 @@ class Simulator:
             out[name] = _fourier_resample(arr.T, shape)
         return out
 
-    def projected_potential(self, atoms: Atoms) -> np.ndarray:
-        """abTEM's projected potential of one repeat per Å of thickness, on the output grid."""
+    def _projected(self, atoms: Atoms) -> np.ndarray:
+        """abTEM's projected potential of one repeat of ``atoms`` on the output grid."""
         ny, nx = self._output_shape(atoms)
         potential = self._potential(atoms, (1, 1, 1), gpts=(nx, ny))
-        return np.asarray(potential.build(lazy=False).project().array, dtype=np.float64).T / atoms.cell[2, 2]
+        return np.asarray(potential.build(lazy=False).project().array, dtype=np.float64).T
+
+    def projected_potential(self, atoms: Atoms) -> np.ndarray:
+        """abTEM's projected potential of one repeat per Å of thickness, on the output grid."""
+        return self._projected(atoms) / atoms.cell[2, 2]
 
     def atom_potentials(self, atoms: Atoms) -> dict[int, np.ndarray]:
         """Projected potential of one atom of each element, centred on pixel (0, 0) of the output grid."""
-        ny, nx = self._output_shape(atoms)
-        out = {}
-        for z in sorted(set(int(n) for n in atoms.numbers)):
-            one = Atoms(numbers=[z], positions=[[0.0, 0.0, atoms.cell[2, 2] / 2]], cell=atoms.cell, pbc=True)
-            potential = self._potential(one, (1, 1, 1), gpts=(nx, ny))
-            out[z] = np.asarray(potential.build(lazy=False).project().array, dtype=np.float64).T
-        return out
+        return {z: self._projected(Atoms(numbers=[z], positions=[[0.0, 0.0, atoms.cell[2, 2] / 2]],
+                                         cell=atoms.cell, pbc=True))
+                for z in sorted(set(int(n) for n in atoms.numbers))}
 
     def incoherent_object(self, atoms: Atoms, parts=None, exponent: float | None = None,
                           blur: float | None = None) -> np.ndarray:
