@@ -1,6 +1,6 @@
 """One atomic-resolution STEM image in, a relaxed crystal structure out.
 
-    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--elements Sr,Ti,O] [--out DIR]
+    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--elements Sr,Ti,O] [--out DIR]
                     [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
@@ -22,6 +22,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0])
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--pixel-size", type=float, help="Å per pixel; overrides the file's calibration")
+    p.add_argument("--pixel-size-error", type=float, default=0.01,
+                   help="relative 1σ of the pixel size (default 0.01): how far a candidate's tabulated lattice "
+                        "may be from the one measured")
     p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
     p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
@@ -64,6 +67,8 @@ def main(argv=None) -> int:
             raise InputError(f"--top-k must be at least 1, got {args.top_k}")
         if args.lattice_k < 0:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
+        if not 0 < args.pixel_size_error < 1:
+            raise InputError(f"--pixel-size-error must be a fraction between 0 and 1, got {args.pixel_size_error}")
         out = Path(args.out)
         check_out_dir(out)
     except InputError as e:
@@ -82,7 +87,8 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             return fail(2, "--device cuda: no CUDA device is available")
-    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements, potential=args.potential,
+    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements,
+                      pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device)
     say("loading models")
     try:

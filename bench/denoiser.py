@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means, estimate_sigma
 
 from data.config import DataConfig
@@ -29,8 +28,8 @@ from data.library import zone_axis_pairs
 from data.noise import ConditionRanges
 from data.sample import draw_sample
 from data.simulate import Simulator
-from model.columns import extract_columns, image_as_heatmap, match_columns
-from model.denoiser import Denoiser, normalize
+from model.columns import extract_columns, image_as_heatmap, inside, match_columns, pool_scores
+from model.denoiser import Denoiser, image_quality, normalize
 
 DOSES = (1e2, 1e3, 1e4, 1e5)
 RESOLVABLE_CRB_PM = 2.5
@@ -65,18 +64,6 @@ def crb_pm(fraction: np.ndarray, cols_px: np.ndarray, dose: float, pixel_size: f
     return float(100 * sigma_psf / np.sqrt(n)) if n > 0 else float("nan")
 
 
-def pooled(scores) -> dict:
-    """Precision, recall, F1 and RMSE (pm) over all columns of several images (None without images)."""
-    if not scores:
-        return {"precision": None, "recall": None, "f1": None, "rmse_pm": None}
-    m = sum(s.matched for s in scores)
-    p = m / max(sum(s.predicted for s in scores), 1)
-    r = m / max(sum(s.truth for s in scores), 1)
-    rmse = np.sqrt(np.nansum([s.rmse ** 2 * s.matched for s in scores]) / max(m, 1))
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / max(p + r, 1e-9), 4),
-            "rmse_pm": round(100 * rmse, 2)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/denoiser.pt")
@@ -103,26 +90,15 @@ def main() -> None:
             px = s.conditions.geometry.pixel_size
             res = den(s.noisy, px)
             estimates = {"noisy": s.noisy, "ours": res.denoised, **baselines(s.noisy, px)}
-            # float64 and the detector offset removed: SSIM's variances in float32 cancel catastrophically
-            base = float(s.clean.min())
-            clean = s.clean.astype(np.float64) - base
-            rngv = float(clean.max())
             for name, est in estimates.items():
-                est = np.asarray(est, dtype=np.float64) - base
-                acc.setdefault(name, []).append((peak_signal_noise_ratio(clean, est, data_range=rngv),
-                                                 structural_similarity(clean, est, data_range=rngv)))
+                acc.setdefault(name, []).append(image_quality(s.clean, est))
             vis = s.columns.visible
             truth = np.stack([s.columns.x_A[vis], s.columns.y_A[vis]], 1)
-            edge = 0.5
-            L = args.size * px
-
-            def inner(xy):
-                return xy[(xy.min(1) > edge) & (xy.max(1) < L - edge)] if len(xy) else xy
-
-            det["ours"].append(match_columns(inner(res.columns.xy), inner(truth)))
+            extent = (args.size * px, args.size * px)
+            det["ours"].append(match_columns(inside(res.columns.xy, extent), inside(truth, extent)))
             nlm = estimates["nl_means"]
             det["nl_means_peaks"].append(match_columns(
-                inner(extract_columns(image_as_heatmap(nlm), nlm, px, threshold=0.3).xy), inner(truth)))
+                inside(extract_columns(image_as_heatmap(nlm), nlm, px, threshold=0.3).xy, extent), inside(truth, extent)))
             noise = s.conditions.noise
             fraction = (s.clean - noise.offset) / (noise.gain * noise.electrons_per_pixel(px))
             sigma_psf = np.hypot(0.35, noise.source_sigma)  # probe+column rms width (Å), 21 mrad at 200 kV
@@ -131,10 +107,10 @@ def main() -> None:
         row = {name: {"psnr": round(float(np.mean([a for a, _ in v])), 2),
                       "ssim": round(float(np.mean([b for _, b in v])), 4)} for name, v in acc.items()}
         for name, scores in det.items():
-            row[f"detection_{name}"] = pooled(scores)
+            row[f"detection_{name}"] = pool_scores(scores)
         # the images whose dose carries the information: a Cramér-Rao bound of at most half the 5 pm target
         resolvable = [sc for sc, c in zip(det["ours"], crbs) if c <= RESOLVABLE_CRB_PM]
-        row["detection_ours_resolvable"] = pooled(resolvable) | {"images": len(resolvable)}
+        row["detection_ours_resolvable"] = pool_scores(resolvable) | {"images": len(resolvable)}
         row["cramer_rao_pm"] = round(float(np.nanmedian(crbs)), 2)
         results["bins"][f"{dose:.0e}"] = row
         print(f"dose {dose:.0e}: " + json.dumps(row))

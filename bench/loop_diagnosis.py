@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     ds = load_from_disk(str(args.data)).with_format("numpy")
     pipe = Pipeline.load(Options(potential="none"))
     keys = ("template_id", "zone_axis", "rank", "source", "score", "verification_score", "ncc", "intensity_score",
-            "lattice_prior", "template_strain")
+            "lattice_prior", "lattice_prior_sigma", "template_strain")
     out = []
     for i in range(len(ds)):
         row = ds[i]

@@ -107,23 +107,28 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
     dose = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     shape = (args.size, args.size)
     meta = {"id": f"{tier}-{n:04d}", "tier": tier, "dose": dose, "method": args.method}
+    clean, columns = np.zeros(shape, np.float32), np.zeros((0, 2), np.float32)
     if tier == "negative":
         if n % 2 == 0:
             img, px, kind = noise_only(rng, ranges, shape), float(rng.uniform(*ranges.pixel_size)), "noise"
         else:
             el = ("Si", "C", "Ge")[(n // 2) % 3]
             s = draw_sample(sim, amorphous_structure(rng, el), (0, 0, 1), rng, ranges, shape, dose=dose)
-            img, px, kind = s.noisy, s.conditions.geometry.pixel_size, f"amorphous-{el}"
-        meta.update(kind=kind, template_id="", zone_axis=[0, 0, 0], zone_label="", truth_cif="")
+            img, px, kind, clean = s.noisy, s.conditions.geometry.pixel_size, f"amorphous-{el}", s.clean
+        meta.update(kind=kind, template_id="", zone_axis=[0, 0, 0], zone_label="", truth_cif="", thickness=0.0)
     else:
         entry, za = pools[tier][int(rng.integers(len(pools[tier])))]
         s = draw_sample(sim, entry.structure, za["uvw"], rng, ranges, shape, dose=dose)
-        img, px = s.noisy, s.conditions.geometry.pixel_size
+        img, px, clean = s.noisy, s.conditions.geometry.pixel_size, s.clean
+        vis = s.columns.visible
+        columns = np.stack([s.columns.x_A[vis], s.columns.y_A[vis]], 1)
         meta.update(kind="crystal", template_id=entry.id, zone_axis=[int(v) for v in za["uvw"]],
-                    zone_label=za["label"], truth_cif=entry.structure.to(fmt="cif"))
+                    zone_label=za["label"], truth_cif=entry.structure.to(fmt="cif"), thickness=float(s.thickness))
     meta["pixel_size"] = float(px)
     tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, image=img.astype(np.float32), meta=json.dumps(meta))
+    # the clean image and the visible columns (Å, image frame) score the denoiser inside the harness
+    np.savez(tmp, image=img.astype(np.float32), clean=np.asarray(clean, np.float32),
+             columns=columns.astype(np.float32), meta=json.dumps(meta))
     tmp.replace(f)
     return f.name
 
@@ -159,12 +164,18 @@ def build(args) -> None:
                          "image": Array2D((args.size, args.size), "float32"), "pixel_size": Value("float32"),
                          "dose": Value("float32"), "method": Value("string"), "template_id": Value("string"),
                          "zone_axis": Sequence(Value("int32")), "zone_label": Value("string"),
-                         "truth_cif": Value("string")})
+                         "truth_cif": Value("string"), "thickness": Value("float32"),
+                         "clean": Array2D((args.size, args.size), "float32"),
+                         "columns_x_A": Sequence(Value("float32")), "columns_y_A": Sequence(Value("float32"))})
 
     def rows():
         for tier, n in plan:
             z = np.load(parts / f"{tier}-{n:04d}.npz")
-            yield {**json.loads(str(z["meta"])), "image": z["image"]}
+            if "clean" not in z.files:
+                raise SystemExit(f"{parts / f'{tier}-{n:04d}.npz'} predates the clean image and columns in the "
+                                 "set; move that parts folder away and build again")
+            yield {**json.loads(str(z["meta"])), "image": z["image"], "clean": z["clean"],
+                   "columns_x_A": z["columns"][:, 0], "columns_y_A": z["columns"][:, 1]}
 
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -257,10 +268,29 @@ def run(args) -> None:
                    "symmetry_kept": (res.report.get("reconstruction") or {}).get("symmetry_kept")}
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
+            if truth is not None and "clean" in row and getattr(res, "denoised", None) is not None:
+                rec.update(denoising_scores(row, res))
             # eform relaxes the reconstruction later, without rerunning the pipeline
             rec["cif"] = res.reconstructed.to(fmt="cif") if res.accepted and res.reconstructed is not None else None
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
+
+
+def denoising_scores(row, res) -> dict:
+    """The denoiser's share, as bench/denoiser.py scores it: the detected columns against the visible
+    truth columns (0.5 Å match radius, border columns left out) and PSNR/SSIM against the clean image."""
+    from dataclasses import asdict
+
+    from model.columns import inside, match_columns
+    from model.denoiser import image_quality
+
+    px = float(row["pixel_size"])
+    extent = (res.denoised.shape[1] * px, res.denoised.shape[0] * px)
+    truth = np.stack([np.asarray(row["columns_x_A"], float), np.asarray(row["columns_y_A"], float)], 1)
+    det = match_columns(inside(res.columns_xy_px * px, extent), inside(truth, extent))
+    psnr, ssim = image_quality(np.asarray(row["clean"]), res.denoised)
+    return {"columns": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(det).items()},
+            "psnr": psnr, "ssim": ssim}
 
 
 def read_rows(f: Path) -> list[dict]:
@@ -357,6 +387,14 @@ def summarise(rows: list[dict]) -> dict:
             if any(r["accepted"] for r in crystals) else None,
             median_lattice_error=float(np.median(errs)) if errs else None,
             mean_rmsd=float(np.mean([r["rmsd"] for r in crystals if r["rmsd"] is not None])) if errs else None)
+    scored = [r for r in crystals if r.get("columns")]
+    if scored:
+        from model.columns import DetectionScore, pool_scores
+
+        det = pool_scores([DetectionScore(**(r["columns"] | {"rmse": r["columns"]["rmse"] or np.nan})) for r in scored])
+        out.update(column_precision=det["precision"], column_recall=det["recall"], column_f1=det["f1"],
+                   column_rmse_pm=det["rmse_pm"], psnr=float(np.mean([r["psnr"] for r in scored])),
+                   ssim=float(np.mean([r["ssim"] for r in scored])))
     if negs:
         out["false_acceptance"] = float(np.mean([r["accepted"] for r in negs]))
     stages = sorted({k for r in rows for k in r["timings"]})
@@ -442,10 +480,12 @@ def report(args) -> None:
     pct = lambda x: "–" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     err = lambda x: "–" if x is None else f"{100 * x:.2f} %"  # noqa: E731
     mev = lambda x: "–" if x is None else f"{1000 * x:.1f}"  # noqa: E731
+    db = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
+    cols = lambda m: "–" if m.get("column_f1") is None else f"{m['column_f1']:.3f} / {m['column_rmse_pm']:.1f}"  # noqa: E731
     lines = ["| variant | tier | n | success | accepted | retrieval top-1 / top-5 | truth verified | "
              "space group kept | median lattice err. | false acceptance | "
-             "E_form MAE (matched / all accepted), meV/atom | s/image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "E_form MAE (matched / all accepted), meV/atom | column F1 / RMSE (pm) | PSNR (dB) | s/image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, by_tier in results.items():
         for t, m in by_tier.items():
             ef = f"{mev(m['eform_mae_success'])} / {mev(m['eform_mae_accepted'])}" if "eform_n" in m else "–"
@@ -453,7 +493,8 @@ def report(args) -> None:
                          f"{pct(m.get('retrieval_top1'))} / {pct(m.get('retrieval_top5'))} | "
                          f"{pct(m.get('truth_offered'))} | {pct(m.get('symmetry_kept'))} | "
                          f"{err(m.get('median_lattice_error'))} | "
-                         f"{pct(m.get('false_acceptance'))} | {ef} | {m['seconds'].get('total', 0):.1f} |")
+                         f"{pct(m.get('false_acceptance'))} | {ef} | {cols(m)} | {db(m.get('psnr'))} | "
+                         f"{m['seconds'].get('total', 0):.1f} |")
     (args.results / f"{args.data.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -22,6 +22,19 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def image_quality(clean: np.ndarray, estimate: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of ``estimate`` against ``clean``, over the clean image's range above its
+    minimum (a detector offset would otherwise count as signal). Float64: SSIM's variances in float32
+    cancel catastrophically."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    base = float(np.min(clean))
+    c = np.asarray(clean, np.float64) - base
+    e = np.asarray(estimate, np.float64) - base
+    rng = float(c.max())
+    return float(peak_signal_noise_ratio(c, e, data_range=rng)), float(structural_similarity(c, e, data_range=rng))
+
+
 def normalize(img: torch.Tensor | np.ndarray, eps: float = 1e-6):
     """Per-image standardisation; the same statistics map the clean target and back to detector units."""
     mean = img.mean(axis=(-2, -1), keepdims=True)

@@ -409,15 +409,15 @@ def orthogonalisation_strain(oriented, orthogonal) -> np.ndarray:
     return t.T @ np.linalg.inv((f @ c).T)
 
 
-def _template(structure, uvw, min_visible_weight: float) -> _Template:
+def _template(structure, uvw, min_visible_weight: float, described=None) -> _Template:
+    """``described``: (describe(structure, uvw), oriented_cell(structure, uvw)) when already at hand."""
     from data.zone_axes import oriented_cell
 
-    _, atoms, cols = describe(structure, uvw)
+    (_, atoms, cols), oriented = described or (describe(structure, uvw), oriented_cell(structure, uvw))
     L = np.array([atoms.cell[0, 0], atoms.cell[1, 1]], float)
     w = np.array([c.z_weight for c in cols])
     vis = w >= min_visible_weight * w.max()
     xy, w = _merge(_wrap(np.array([[c.x, c.y] for c in cols])[vis], L), w[vis], L)
-    oriented = oriented_cell(structure, uvw)
     # the true 2-D lattice as the columns carry it (sheared where the orthogonal repeat was strained)
     true = np.array(gauss_reduce(*(oriented.cell.array[:2, :2] @ orthogonalisation_strain(oriented, atoms).T)))
     # the positional lattice, exactly: translations that carry every visible column onto one
@@ -452,6 +452,22 @@ def positional_lattice(structure, uvw, min_visible_weight: float = MIN_VISIBLE_W
     ``fit_lattice`` finds in a clean image of this crystal (columns alike in position count as one
     lattice, whatever their species)."""
     return _template(structure, uvw, min_visible_weight).pos
+
+
+# Which columns a detection may have found, as the minimum Z^1.7 weight relative to the heaviest:
+# the visible ones (a clean image), only the heavy ones (a low dose loses SnS2 [001]'s S2 columns
+# beside Sn, and fit_lattice then finds a √3 larger cell), or every one (faint F columns of ScF3
+# [110] found too: a finer cell)
+DETECTED_COLUMN_SETS = {"visible": MIN_VISIBLE_WEIGHT, "heavy": 0.5, "all": 0.0}
+
+
+def detectable_lattices(structure, uvw) -> np.ndarray:
+    """(len(DETECTED_COLUMN_SETS), 2, 2): ``positional_lattice`` of each set of columns a detection
+    may have found."""
+    from data.zone_axes import oriented_cell
+
+    described = (describe(structure, uvw), oriented_cell(structure, uvw))
+    return np.stack([_template(structure, uvw, w, described).pos for w in DETECTED_COLUMN_SETS.values()])
 
 
 def lattice_metric(vectors: np.ndarray) -> np.ndarray:

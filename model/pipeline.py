@@ -25,11 +25,25 @@ CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "cal
 # px per side of the central window that lattice fit, alignment and verification read: a crystal
 # repeats, and an 8k field would cost minutes per candidate for nothing
 ANALYSIS_SIZE = 1024
-# σ of the lattice prior exp(-½ (template strain / σ)²). Scan drift distorts a STEM image by several
-# per cent (the data engine draws up to 0.004 Å per line: 3-7 % at 0.06-0.15 Å pixels) and a pixel
-# size is calibrated to 1-2 %, so only a look-alike well beyond that loses much (5 % off keeps
-# 0.46 of its score, 8 % off 0.14).
-LATTICE_PRIOR_SIGMA = 0.04
+# The lattice prior exp(-½ (template strain / σ)²): how plausible the lattice the image needs is for
+# a candidate. With a calibrated pixel, σ² = (how far the right template's strain scatters)² + (the pixel
+# size's own relative error)². The scatter is the rms template strain of the correct template on
+# validation-split images (bench/lattice_prior.py, bench/results/lattice_prior.json): 0.07 % where one
+# length is in the plane (the scan drift is fitted apart from it, model.reconstruct), 1.2 % where two
+# or more are (drift and c/a share the distortion). Isostructural look-alikes one HAADF projection
+# cannot tell apart (rocksalt [100] MgO vs VC: 1.2 % apart) are decided here.
+STRAIN_RMS = {1: 0.0007, 2: 0.0117}  # by the number of in-plane lengths measured (2: two or more)
+# With an estimated pixel size only the shape counts, and it carries the whole scan distortion (the
+# data engine draws up to 0.004 Å per line: 3-7 % at 0.06-0.15 Å pixels)
+SHAPE_SIGMA = 0.04
+
+
+def lattice_prior_sigma(reconstruction, pixel_size_error: float) -> float:
+    """σ of the lattice prior for ``reconstruction`` (see ``STRAIN_RMS``)."""
+    if reconstruction.pixel_size_source != "given":
+        return SHAPE_SIGMA
+    n = sum(p in ("a", "b", "c") for p in reconstruction.measured)
+    return float(np.hypot(STRAIN_RMS[min(max(n, 1), 2)], pixel_size_error))
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Options:
     top_k: int = 10  # candidates by embedding score
     lattice_k: int = 10  # more: the best-embedded templates whose projected lattice fits the image's
     elements: list[str] | None = None
+    pixel_size_error: float = 0.01  # relative 1σ of a given pixel size (calibration, and the sample's own strain)
     potential: str = "auto"  # auto | mattersim | chgnet | none
     potential_checkpoint: str | None = None
     device: str = "cpu"
@@ -74,13 +89,14 @@ class CandidateResult:
     reconstruction: object | None = None
     verification: object | None = None
     error: str | None = None
+    prior_sigma: float = SHAPE_SIGMA  # ``lattice_prior_sigma``
 
     @property
     def prior(self) -> float:
         """How plausible the lattice the image needs is for this material (1: its own lattice)."""
         if self.reconstruction is None:
             return 0.0
-        return float(np.exp(-0.5 * (self.reconstruction.template_strain / LATTICE_PRIOR_SIGMA) ** 2))
+        return float(np.exp(-0.5 * (self.reconstruction.template_strain / self.prior_sigma) ** 2))
 
     @property
     def score(self) -> float:
@@ -98,6 +114,7 @@ class CandidateResult:
             r = self.reconstruction
             d |= {"spacegroup": r.spacegroup["symbol"], "lattice": {k: round(float(x), 4) for k, x in r.lattice.items()},
                   "template_strain": round(r.template_strain, 5), "lattice_prior": round(self.prior, 5),
+                  "lattice_prior_sigma": round(self.prior_sigma, 5), "scan_distortion": r.to_dict()["scan_distortion"],
                   "alignment_rms": r.alignment.rms, "inlier_fraction": r.alignment.inlier_fraction}
         if self.error:
             d["error"] = self.error
@@ -147,7 +164,7 @@ class Pipeline:
                    exclude: list[str] | None = None) -> list[CandidateResult]:
         """Fit the lattice, retrieve candidates, then align, reconstruct and verify each (the closed loop)."""
         from data.library import get_entry
-        from model.lattice import align_template, fit_lattice
+        from model.lattice import align_template, fft_lattice, fit_lattice
         from model.reconstruct import reconstruct
         from model.verify import verify
 
@@ -156,10 +173,14 @@ class Pipeline:
         known = pixel_size is not None
         xy = xy_px * pixel_size if known else xy_px
         lattice = None
-        try:
-            lattice = fit_lattice(xy, denoised, pixel_size if known else 1.0)
-        except ValueError:
-            pass
+        for fit in (lambda: fit_lattice(xy, denoised, pixel_size if known else 1.0),
+                    # too few or too irregular detections (a faint monolayer): the image's own periodicity
+                    lambda: fft_lattice(denoised, pixel_size if known else 1.0)):
+            try:
+                lattice = fit()
+                break
+            except ValueError:
+                pass
         cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
                                      lattice_k=o.lattice_k)
         out = []
@@ -172,6 +193,7 @@ class Pipeline:
                 rec = reconstruct(entry, c.zone_axis, al, symmetry=o.symmetry)
                 px = pixel_size if known else rec.pixel_size
                 res.reconstruction = rec
+                res.prior_sigma = lattice_prior_sigma(rec, o.pixel_size_error)
                 res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
                 res.error = f"{type(e).__name__}: {e}"[:200]
@@ -219,7 +241,7 @@ class Pipeline:
             "columns": {"detected": len(cols)},
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
-                        "elements": self.options.elements,
+                        "elements": self.options.elements, "pixel_size_error": self.options.pixel_size_error,
                         "potential": self.options.potential, "device": self.options.device},
             "timings": timings,
         }

@@ -1,9 +1,11 @@
 """From a fitted in-plane metric to a 3-D structure: the template's lattice under its crystal system.
 
 The alignment's affine maps the template's two in-plane lattice vectors (known in the template's
-conventional basis, since we know the zone axis) to their observed lengths and angle. Those three
-numbers are fitted by the crystal system's free parameters (cubic a; tetragonal/hexagonal a, c;
-orthorhombic a, b, c; monoclinic/triclinic also the free angles). What this projection cannot see
+conventional basis, since we know the zone axis) to the image. With a calibrated pixel size those
+two image vectors are fitted by the crystal system's free parameters (cubic a; tetragonal/hexagonal
+a, c; orthorhombic a, b, c; monoclinic/triclinic also the free angles), a rotation, and the scan's
+distortion (shear and slow-axis stretch: the fast axis is exact). With an estimated pixel size only
+their rotation-free metric (two lengths, one angle) is fitted. What this projection cannot see
 (c of a tetragonal crystal viewed along [001]) keeps its template ratio to what it can see, and is
 recorded as ``carried``. The structure is rebuilt with the template's fractional coordinates in its
 conventional setting, which keeps the Wyckoff positions and so the space group.
@@ -24,6 +26,13 @@ from model.lattice import Alignment, orthogonalisation_strain
 PARAMS = ("a", "b", "c", "alpha", "beta", "gamma")
 SYMPREC = 0.01  # Å; the rebuilt cell is exact, so this only absorbs rounding
 PRIOR_WEIGHT = 1e-3  # pull of the unobservable ratios/angles to the template (data weigh ~1/σ ≫ this)
+# 1σ of each scan-distortion component (shear, slow-axis stretch) the fit assumes a priori. A STEM
+# image is exact along its fast-scan axis (image x) and drifts along its slow axis: a crystal's in-plane
+# lattice plus rotation plus these two distortions are four unknowns for the affine's four numbers, so
+# a one-parameter projection (cubic, a hexagonal [001]) is measured free of drift, and the prior only
+# decides how a two-parameter projection shares a distortion between drift and its c/a. The data
+# engine draws up to 0.004 Å per line (3-7 % at 0.06-0.15 Å pixels).
+DRIFT_SIGMA = 0.03
 
 
 @dataclass
@@ -103,7 +112,10 @@ class Reconstruction:
     pixel_size_source: str  # "given" | "estimated"
     alignment: Alignment
     template_lattice: dict = field(default_factory=dict)
-    strain_residual: float = 0.0  # rms misfit of the observed in-plane metric the constrained lattice leaves
+    strain_residual: float = 0.0  # rms relative misfit of the observed in-plane vectors (metric) the fit leaves
+    # image-frame scan distortion fitted beside the lattice (pixel size given): image x = fast scan,
+    # [[1, shear], [0, 1 + stretch]] maps the undistorted crystal frame onto the image
+    scan_distortion: dict = field(default_factory=lambda: {"shear": 0.0, "stretch": 0.0})
     # template frame -> reconstruction frame (both ``data.zone_axes.describe`` frames): u' = F u + f
     frame_affine: np.ndarray = field(default_factory=lambda: np.eye(2))
     frame_shift: np.ndarray = field(default_factory=lambda: np.zeros(2))
@@ -138,6 +150,7 @@ class Reconstruction:
                 "sigma": {k: round(float(v), 6) for k, v in self.sigma.items()}, "crystal_system": self.crystal_system,
                 "spacegroup_template": self.spacegroup_template, "spacegroup": self.spacegroup,
                 "symmetry_kept": self.symmetry_kept, "template_strain": round(self.template_strain, 6),
+                "scan_distortion": {k: round(float(v), 6) for k, v in self.scan_distortion.items()},
                 "pixel_size": None if self.pixel_size is None else round(self.pixel_size, 7),
                 "pixel_size_sigma": round(self.pixel_size_sigma, 7), "pixel_size_source": self.pixel_size_source,
                 "strain_residual": round(self.strain_residual, 7), "frame_affine": r(self.frame_affine),
@@ -202,6 +215,31 @@ def _inplane_metric(lat: Lattice, inplane: np.ndarray, uvw) -> np.ndarray:
     return np.array([l1, l2, v[0] @ v[1] / (l1 * l2)])
 
 
+def _inplane_vectors(lat: Lattice, inplane: np.ndarray, uvw, handed: float) -> np.ndarray:
+    """(2, 2) rows: the two in-plane lattice vectors projected ⊥ the beam, in a 2-D frame with v1 on x
+    and the sign of v2's y given by ``handed`` (that of the template frame's vectors)."""
+    l1, l2, c = _inplane_metric(lat, inplane, uvw)
+    return np.array([[l1, 0.0], [l2 * c, handed * l2 * np.sqrt(max(1.0 - c * c, 0.0))]])
+
+
+def _scanned(P: np.ndarray, theta: float, shear: float, stretch: float, mirror: float) -> np.ndarray:
+    """Rows of ``P`` (crystal frame) as a drifting scan images them: [[1, shear], [0, 1 + stretch]] ·
+    R(θ) · diag(1, mirror)."""
+    c, s = np.cos(theta), np.sin(theta)
+    D = np.array([[1.0, shear], [0.0, 1.0 + stretch]]) @ np.array([[c, -s], [s, c]]) @ np.diag([1.0, mirror])
+    return P @ D.T
+
+
+def _jacobian(f, x: np.ndarray, steps) -> np.ndarray:
+    """Central differences of the vector function ``f`` at ``x``, one step per parameter."""
+    J = np.empty((len(f(x)), len(x)))
+    for i, h in enumerate(np.broadcast_to(steps, len(x))):
+        e = np.zeros(len(x))
+        e[i] = h
+        J[:, i] = (f(x + e) - f(x - e)) / (2 * h)
+    return J
+
+
 def _observed(alignment: Alignment, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The in-plane metric the fitted affine gives the template vectors, and its covariance."""
     def metric(a):
@@ -210,13 +248,8 @@ def _observed(alignment: Alignment, T: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return np.array([l1, l2, w[0] @ w[1] / (l1 * l2)])
 
     a0 = alignment.affine.ravel()
-    y = metric(a0)
-    J = np.empty((3, 4))
-    for i in range(4):
-        e = np.zeros(4)
-        e[i] = 1e-7
-        J[:, i] = (metric(a0 + e) - metric(a0 - e)) / 2e-7
-    return y, J @ alignment.affine_cov @ J.T
+    J = _jacobian(metric, a0, 1e-7)
+    return metric(a0), J @ alignment.affine_cov @ J.T
 
 
 def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reconstruction:
@@ -239,31 +272,53 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
     scale = float(np.sqrt(y_obs[0] * y_obs[1] / (y0[0] * y0[1])))
     x0 = np.array([np.log(abc0[g[0]] * scale) for g in lengths] + [ang0[g[0]] for g in angles])
     x_ref = np.array([np.log(abc0[g[0]]) for g in lengths] + [ang0[g[0]] for g in angles])
-    nl = len(lengths)
+    nl, nx = len(lengths), len(x0)
+    estimated = alignment.pixel_size_source == "estimated"
+    # With a calibrated pixel the image-frame vectors are data, and the scan distortion is fitted beside
+    # the lattice; with an estimated one only the rotation-free metric (the scale is the template's).
+    T = frame0.vectors
+    W_obs = T @ alignment.affine.T  # rows: the template vectors as the image shows them
+    Jw = np.zeros((4, 4))  # d W_obs.ravel() / d affine.ravel()
+    for k, i, j in itertools.product(range(2), range(2), range(2)):
+        Jw[2 * k + i, 2 * i + j] = T[k, j]
+    sig_w = np.sqrt(np.maximum(np.diag(Jw @ alignment.affine_cov @ Jw.T), (1e-5 * np.abs(W_obs).max()) ** 2))
+    handed = float(np.sign(T[0, 0] * T[1, 1] - T[0, 1] * T[1, 0]))
+    mirror = float(np.sign(np.linalg.det(alignment.affine)))
+
+    def lattice(x):
+        return _lattice_from(x[:nx], lat0, lengths, angles)
 
     def data(x):
-        return (_inplane_metric(_lattice_from(x, lat0, lengths, angles), frame0.inplane, uvw) - y_obs) / sig
+        if estimated:
+            return (_inplane_metric(lattice(x), frame0.inplane, uvw) - y_obs) / sig
+        P = _inplane_vectors(lattice(x), frame0.inplane, uvw, handed)
+        return ((_scanned(P, *x[nx:], mirror) - W_obs) / sig_w.reshape(2, 2)).ravel()
 
     def prior(x):
         # template ratios (differences of log lengths) and angles: only decide what the data cannot
         r = [(x[i] - x[j]) - (x_ref[i] - x_ref[j]) for i, j in itertools.combinations(range(nl), 2)]
-        r += list(np.radians(x[nl:] - x_ref[nl:]))
-        return PRIOR_WEIGHT * np.array(r)
+        r += list(np.radians(x[nl:nx] - x_ref[nl:]))
+        return np.concatenate([PRIOR_WEIGHT * np.array(r), x[nx + 1:] / DRIFT_SIGMA])
 
+    if not estimated:  # start at the rotation that carries the first template vector onto its image
+        P0 = _inplane_vectors(lattice(x0), frame0.inplane, uvw, handed) @ np.diag([1.0, mirror])
+        theta0 = np.arctan2(W_obs[0, 1], W_obs[0, 0]) - np.arctan2(P0[0, 1], P0[0, 0])
+        x0 = np.concatenate([x0, [theta0, 0.0, 0.0]])
     sol = least_squares(lambda x: np.concatenate([data(x), prior(x)]), x0, x_scale="jac", xtol=1e-14, ftol=1e-14,
                         gtol=1e-14)
-    x = sol.x
+    x_all = sol.x
+    drift = {"shear": 0.0, "stretch": 0.0} if estimated else {"shear": float(x_all[nx + 1]),
+                                                               "stretch": float(x_all[nx + 2])}
+    x = x_all[:nx]
+
+    def data_x(xl):  # the data as a function of the lattice alone, the nuisances where the fit left them
+        return data(np.concatenate([xl, x_all[nx:]]))
     # which free parameters the projection measures: those orthogonal to the data Jacobian's null space
-    Jd = np.empty((3, len(x)))
-    for i in range(len(x)):
-        h = 1e-6 if i < nl else 1e-4
-        e = np.zeros(len(x))
-        e[i] = h
-        Jd[:, i] = (data(x + e) - data(x - e)) / (2 * h)
+    steps = [1e-6] * nl + [1e-4] * (nx - nl) + [1e-6] * (len(x_all) - nx)  # log lengths, degrees, nuisances
+    Jd = _jacobian(data_x, x, steps[:nx])
     _, sv, Vt = np.linalg.svd(Jd, full_matrices=True)
     rank = int((sv > 1e-6 * max(sv.max(), 1e-30)).sum())
     null = Vt[rank:]
-    estimated = alignment.pixel_size_source == "estimated"
     if estimated:  # the absolute scale came from the template: it is not a measurement
         sdir = np.array([1.0] * nl + [0.0] * (len(x) - nl)) / np.sqrt(nl)
         null = np.linalg.qr(np.vstack([null, sdir]).T)[0].T if len(null) else sdir[None]
@@ -283,8 +338,13 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
             ref = next((j for j in range(i) if seen(e - np.eye(len(x))[j])), None)
             (measured if ref is not None else carried).append(name if ref is None else f"{name}/{names[ref]}")
 
-    # 1σ of the measured parameters from the data alone (pinv: well defined on the measured subspace)
-    cov_x = np.linalg.pinv(Jd.T @ Jd)
+    # 1σ of the measured parameters (pinv: well defined on the measured subspace); with a calibrated
+    # pixel the rotation and scan distortion are fitted too, so their uncertainty is carried over
+    if estimated:
+        cov_x = np.linalg.pinv(Jd.T @ Jd)
+    else:
+        Jf = _jacobian(lambda v: np.concatenate([data(v), v[nx + 1:] / DRIFT_SIGMA]), x_all, steps)
+        cov_x = np.linalg.pinv(Jf.T @ Jf)[:nx, :nx]
     new = _lattice_from(x, lat0, lengths, angles)
     values = dict(zip(PARAMS, (*new.abc, *new.angles)))
     sigma = {}
@@ -305,14 +365,18 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
         notes.append("monolayer: the cell height (vacuum) and the atoms' out-of-plane positions are kept in Å")
     if estimated:
         notes.append("pixel size estimated from the template's lattice: absolute lengths are the template's")
-    resid = data(x) * sig / np.array([y_obs[0], y_obs[1], 1.0])
+    if estimated:
+        resid = data(x) * sig / np.array([y_obs[0], y_obs[1], 1.0])
+    else:  # the vectors' misfit relative to their lengths
+        resid = data(x_all) * sig_w / np.repeat(np.linalg.norm(W_obs, axis=1), 2)
     return Reconstruction(
         structure=structure, template_id=entry.id, uvw=uvw, lattice=values, measured=measured, carried=carried,
         fixed=fixed, sigma=sigma, crystal_system=system, spacegroup_template=_spacegroup(s0),
         spacegroup=_spacegroup(structure), pixel_size=alignment.pixel_size,
         pixel_size_sigma=alignment.pixel_size_sigma, pixel_size_source=alignment.pixel_size_source,
         alignment=alignment, template_lattice=dict(zip(PARAMS, (*lat0.abc, *lat0.angles))),
-        strain_residual=float(np.sqrt(np.mean(resid ** 2))), frame_affine=F, frame_shift=f, notes=notes)
+        strain_residual=float(np.sqrt(np.mean(resid ** 2))), scan_distortion=drift, frame_affine=F, frame_shift=f,
+        notes=notes)
 
 
 def match_truth(structure: Structure, truth: Structure, lattice: dict, matcher=None) -> dict:

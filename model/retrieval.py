@@ -239,7 +239,7 @@ class TemplateIndex:
     embeddings: np.ndarray  # (N, D) float32, unit norm
     records: list[dict]  # template_id, zone_axis, zone_label, formula, prototype, spacegroup, kind, elements, split
     meta: dict = field(default_factory=dict)
-    lattices: np.ndarray | None = None  # (N, 3) ``lattice_metric`` of each pair's projected columns (Å)
+    lattices: np.ndarray | None = None  # (N, K, 3) ``pair_lattices``: what a detection may find (Å)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -294,11 +294,12 @@ class TemplateIndex:
                          r["spacegroup"], r["kind"], score, pixel_size, source, mismatch)
 
     def lattice_table(self) -> np.ndarray:
-        """The (N, 3) lattice metrics, computed here (about a minute) for an index saved without them."""
-        if self.lattices is None:
+        """The (N, K, 3) lattice metrics, computed here (a few minutes) for an index saved without them
+        or with the older (N, 3) table of the visible columns only."""
+        if self.lattices is None or self.lattices.ndim != 3:
             import warnings
 
-            warnings.warn("template index has no lattice table; computing it (rebuild the index to store it: "
+            warnings.warn("template index has no current lattice table; computing it (rebuild the index to store it: "
                           "python -m model.retrieval index)", stacklevel=2)
             self.lattices = pair_lattices(self.records)
         return self.lattices
@@ -310,23 +311,28 @@ def top_k(scores: np.ndarray, k: int) -> list[int]:
 
 
 def pair_lattices(records: list[dict]) -> np.ndarray:
+    """(N, len(DETECTED_COLUMN_SETS), 3): ``lattice_metric`` of each pair's detectable lattices."""
     from data.library import get_entry
-    from model.lattice import lattice_metric, positional_lattice
+    from model.lattice import detectable_lattices, lattice_metric
 
-    return np.array([lattice_metric(positional_lattice(get_entry(r["template_id"]).structure, tuple(r["zone_axis"])))
+    return np.array([[lattice_metric(v) for v in detectable_lattices(get_entry(r["template_id"]).structure,
+                                                                       tuple(r["zone_axis"]))]
                      for r in records])
 
 
-def lattice_mismatch(measured: np.ndarray, table: np.ndarray, scale_known: bool = True) -> np.ndarray:
+def lattice_mismatch(measured: np.ndarray, table: np.ndarray, scale_known: bool = True,
+                     per_lattice: bool = False) -> np.ndarray:
     """Largest relative deviation of |b1|, |b2| (or, without a scale, of |b2|/|b1|) and of |cos γ|
-    between a measured ``lattice_metric`` and each row of ``table``."""
+    between a measured ``lattice_metric`` and each row of ``table``: (N, 3), or (N, K, 3) for K
+    lattices per row, of which the closest counts (``per_lattice``: all K, (N, K))."""
     m, t = np.asarray(measured, float), np.asarray(table, float)
-    dcos = np.abs(t[:, 2] - m[2])
+    dcos = np.abs(t[..., 2] - m[2])
     if scale_known:
-        dl = np.abs(t[:, :2] / m[:2] - 1).max(1)
+        dl = np.abs(t[..., :2] / m[:2] - 1).max(-1)
     else:
-        dl = np.abs((t[:, 1] / t[:, 0]) / (m[1] / m[0]) - 1)
-    return np.maximum(dl, dcos)
+        dl = np.abs((t[..., 1] / t[..., 0]) / (m[1] / m[0]) - 1)
+    mis = np.maximum(dl, dcos)
+    return mis.min(-1) if mis.ndim > 1 and not per_lattice else mis
 
 
 def pair_record(entry, za) -> dict:
@@ -435,8 +441,9 @@ class Retriever:
         of scales and keeps each template's best.
 
         ``lattice``: the image's measured 2-D lattice (``model.lattice.Lattice2D``; Å when the pixel
-        size is given, pixels otherwise). Then up to ``lattice_k`` more candidates follow the top k:
-        the best-scored of the templates whose projected lattice is within ``lattice_tol`` of it.
+        size is given, pixels otherwise). Then up to ``lattice_k`` more candidates follow the top k,
+        from the templates whose projected lattice is within ``lattice_tol`` of it: half the best
+        scored of them, half the closest in lattice (without a pixel size, all by score).
         Without a pixel size, their shape must fit, the scale they imply must be plausible, and their
         score is taken at the ladder rung nearest that scale.
         """
@@ -459,17 +466,25 @@ class Retriever:
 
         measured = lattice_metric(lattice.vectors)
         table = self.index.lattice_table()
-        mis = lattice_mismatch(measured, table, pixel_size is not None)
+        each = lattice_mismatch(measured, table, pixel_size is not None, per_lattice=True)
+        closest = each.argmin(1)  # which of the detectable lattices fits
+        mis = each[np.arange(n), closest]
         fits = mask & (mis <= lattice_tol)
         fits[order] = False  # already in
         fit_scores, fit_px = scores, best_px
         if pixel_size is None:
-            implied = table[:, 0] / measured[0]  # Å per pixel if this template were the crystal
+            implied = table[np.arange(n), closest, 0] / measured[0]  # Å per pixel if this template were the crystal
             ladder = np.log(np.asarray(UNKNOWN_PIXEL_LADDER))
             rung = np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - ladder[None]).argmin(1)
             fits &= (implied >= UNKNOWN_PIXEL_LADDER[0] / 1.5) & (implied <= UNKNOWN_PIXEL_LADDER[-1] * 1.5)
             fit_scores, fit_px = per_rung[rung, np.arange(n)], implied
-        extra = top_k(np.where(fits, fit_scores, -np.inf), lattice_k)
+        # with a scale, half by embedding score and half by closeness of lattice: many templates share a
+        # lattice within the tolerance (86 for bcc Fe [111]), and the embedding alone ranks an unseen
+        # material low. Without one, every square (or hexagonal) lattice fits exactly: no ranking.
+        n_close = lattice_k // 2 if pixel_size is not None else 0
+        by_score = top_k(np.where(fits, fit_scores, -np.inf), lattice_k - n_close)
+        fits[by_score] = False
+        extra = by_score + top_k(np.where(fits, -mis, -np.inf), n_close)
         for c, i in zip(out, order):  # the embedding's own picks carry their lattice fit too
             c.lattice_mismatch = float(mis[i])
         return out + [self.index._candidate(len(out) + r, i, float(fit_scores[i]),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -72,12 +73,22 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
             assert r["truth"] and (r["truth_rank"] is None or 1 <= r["truth_rank"] <= 20)
             assert r["offered"] == (r["truth_rank"] is not None)
             assert r["success"] is False or (r["accepted"] and r["rmsd"] is not None and r["lattice_error"] < 0.05)
+            # the denoiser's share: every crystal's detected columns and denoised image against its truth
+            c = r["columns"]
+            assert c["truth"] > 0 and 0 <= c["matched"] <= min(c["truth"], c["predicted"])
+            assert c["f1"] == pytest.approx(2 * c["matched"] / (c["truth"] + c["predicted"]))
+            assert math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
         else:
-            assert r["truth"] is None and r["success"] is False
+            assert r["truth"] is None and r["success"] is False and "columns" not in r
     report = json.loads((results / "set.json").read_text())
     assert report["set"]["method"] == "convolution"
     overall = report["variants"]["full"]["overall"]
     assert overall["samples"] == 5 and 0 <= overall["false_acceptance"] <= 1
+    crystals = [r for r in rows if r["kind"] == "crystal"]
+    pooled = sum(r["columns"]["matched"] for r in crystals) * 2 / sum(
+        r["columns"]["truth"] + r["columns"]["predicted"] for r in crystals)
+    assert overall["column_f1"] == pytest.approx(pooled, abs=1e-4)
+    assert overall["psnr"] == pytest.approx(np.mean([r["psnr"] for r in crystals]))
     assert "| full | tier3 | 1 |" in (results / "set.md").read_text()
 
 
@@ -110,7 +121,7 @@ def test_eform_scores_each_accepted_crystal_once_and_report_tables_and_plots_it(
     md = (results / "set.md").read_text()
     assert "E_form MAE (matched / all accepted)" in md
     negative = next(line for line in md.splitlines() if line.startswith("| full | negative |"))
-    assert negative.split("|")[-3].strip() == "–"  # negatives have no formation energy
+    assert negative.split("|")[-5].strip() == "–"  # negatives have no formation energy
     for name in ("success_vs_dose.png", "lattice_error_hist.png"):
         png = (results / "set" / "plots" / name).read_bytes()
         assert len(png) > 1000 and png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ from data.noise import Conditions, NoiseModel
 from data.sample import make_sample
 from data.scan import ScanGeometry
 from data.simulate import Simulator
-from model.columns import extract_columns, match_columns
+from model.columns import extract_columns, inside, match_columns
 from model.denoiser import DEFAULT_CHECKPOINT, CheckpointError, Denoiser, SmoothingDenoiser
 from model.training import DenoiserModule, dihedral
 from model.unet import create_model
@@ -112,7 +112,7 @@ def test_shipped_checkpoint_finds_columns_on_unseen_material():
     s = make_sample(rep, Conditions(g, NoiseModel(dose=1e4, gain=2.0, offset=20.0)), np.random.default_rng(5))
     result = den(s.noisy, 0.1)
     truth = np.stack([s.columns.x_A, s.columns.y_A], 1)  # single element: every column is visible
-    inner = lambda xy: xy[(xy.min(1) > 1.0) & (xy.max(1) < 24.6)]  # noqa: E731  edge columns are cut
+    inner = lambda xy: inside(xy, (25.6, 25.6), edge=1.0)  # noqa: E731  edge columns are cut
     score = match_columns(inner(result.columns.xy), inner(truth))
     assert score.f1 >= 0.95
     # tiled and single-pass inference agree on the columns of a trained net
@@ -127,7 +127,7 @@ def test_smoothing_stand_in_finds_clean_columns_and_is_beaten_by_the_network_at_
     entry = next(e for e in load_library(split="test") if e.id == "Si-diamond")
     rep = Simulator().simulate(entry.structure, (1, 1, 0), 60.0)
     g = ScanGeometry((256, 256), 0.1, rotation=23.0, offset=(0.3, 0.7))
-    inner = lambda xy: xy[(xy.min(1) > 1.0) & (xy.max(1) < 24.6)]  # noqa: E731
+    inner = lambda xy: inside(xy, (25.6, 25.6), edge=1.0)  # noqa: E731
     f1 = {}
     for dose in (1e6, 5e2):
         s = make_sample(rep, Conditions(g, NoiseModel(dose=dose, gain=2.0, offset=20.0)), np.random.default_rng(5))

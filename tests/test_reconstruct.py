@@ -134,6 +134,31 @@ def test_srtio3_001_reconstructs_cubic_with_the_expanded_a(srtio3_scene, srtio3_
         rec.lattice["a"])
 
 
+def test_a_drifting_scan_is_fitted_beside_the_lattice(sim, srtio3):
+    """The slow scan axis stretched 4 % and sheared 2 %: the cubic a still comes out within 0.3 %
+    (the fast axis is exact, and one length plus rotation leave the affine two numbers for the
+    drift), and the fitted distortion is the scan's."""
+    truth = scaled(srtio3.structure, 1.02)
+    repeat = sim.simulate(truth, (0, 0, 1))
+    vx, vy = 0.002, 0.004  # Å per scan line
+    g = ScanGeometry(shape=(192, 192), pixel_size=PIXEL, rotation=31.0, offset=(1.1, 0.4), drift=(vx, vy))
+    lab = column_labels(repeat, g, min_visible_weight=0.12)
+    v = lab.visible
+    xy = np.stack([lab.x_A[v], lab.y_A[v]], 1) + np.random.default_rng(2).normal(0, 0.02, (int(v.sum()), 2))
+    al = align_template(xy, srtio3, (0, 0, 1), True, pixel_size=PIXEL, intensity=lab.z_weight[v])
+    rec = reconstruct(srtio3, (0, 0, 1), al)
+    assert rec.lattice["a"] == pytest.approx(truth.lattice.a, rel=3e-3)
+    assert rec.template_strain == pytest.approx(0.02, abs=3e-3)
+    # image x = crystal x + shear·y, image y = (1 + stretch)·crystal y
+    assert rec.scan_distortion["shear"] == pytest.approx(-vx / (PIXEL + vy), abs=3e-3)
+    assert rec.scan_distortion["stretch"] == pytest.approx(PIXEL / (PIXEL + vy) - 1, abs=3e-3)
+    assert rec.to_dict()["scan_distortion"] == pytest.approx(rec.scan_distortion, abs=1e-6)
+    # without the symmetry there is no drift to separate: the triclinic cell takes the distortion
+    free = reconstruct(srtio3, (0, 0, 1), al, symmetry=False)
+    assert abs(free.lattice["gamma"] - 90) > 2 and abs(free.lattice["a"] / truth.lattice.a - 1) > 0.01
+    assert max(map(abs, free.scan_distortion.values())) < 1e-6
+
+
 def test_template_strain_measures_the_departure_from_the_template_lattice(srtio3, srtio3_scene, srtio3_rec):
     # the image's crystal is 2 % larger than the template: the lattice prior sees 2 %
     assert srtio3_rec.template_strain == pytest.approx(0.02, abs=3e-3)
@@ -141,6 +166,26 @@ def test_template_strain_measures_the_departure_from_the_template_lattice(srtio3
     # without a pixel size the scale is assumed, not measured: a cubic cell has no shape to be off
     al = align_template(srtio3_scene.xy / PIXEL, srtio3, (0, 0, 1), False, intensity=srtio3_scene.intensity)
     assert reconstruct(srtio3, (0, 0, 1), al).template_strain == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lattice_prior_width_follows_what_the_projection_measures(srtio3, srtio3_scene, srtio3_rec):
+    from model.pipeline import SHAPE_SIGMA, STRAIN_RMS, CandidateResult, lattice_prior_sigma
+
+    # cubic [001], pixel size given: one length in the plane, the drift fitted apart
+    assert lattice_prior_sigma(srtio3_rec, 0.01) == pytest.approx(np.hypot(STRAIN_RMS[1], 0.01))
+    assert lattice_prior_sigma(srtio3_rec, 0.03) > lattice_prior_sigma(srtio3_rec, 0.01)
+    # the 2 % expanded crystal against its own template: exp(-½ (0.02 / 0.0105)²) ≈ 0.16
+    c = CandidateResult({"score": 0.0}, srtio3_rec, prior_sigma=lattice_prior_sigma(srtio3_rec, 0.01))
+    assert c.prior == pytest.approx(np.exp(-0.5 * (srtio3_rec.template_strain / c.prior_sigma) ** 2))
+    assert 0.05 < c.prior < 0.3
+    # rutile [100]: a and c in the plane share the distortion with the drift
+    rutile = get_entry("TiO2-rutile")
+    xy, w = synthetic_columns(rutile.structure, (1, 0, 0), 23.0)
+    rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, pixel_size=PIXEL, intensity=w))
+    assert lattice_prior_sigma(rec, 0.01) == pytest.approx(np.hypot(STRAIN_RMS[2], 0.01))
+    # an estimated pixel size: only the shape, drift included
+    al = align_template(srtio3_scene.xy / PIXEL, srtio3, (0, 0, 1), False, intensity=srtio3_scene.intensity)
+    assert lattice_prior_sigma(reconstruct(srtio3, (0, 0, 1), al), 0.01) == SHAPE_SIGMA
 
 
 def test_without_symmetry_the_cell_is_refined_as_triclinic(srtio3, srtio3_scene):

@@ -101,17 +101,36 @@ def test_element_filter_never_returns_a_foreign_element(retriever):
 
 
 def test_index_lattices_are_the_projected_column_lattices(retriever):
+    from model.lattice import DETECTED_COLUMN_SETS
     from model.retrieval import pair_lattices
 
     index = retriever.index
-    assert index.lattices is not None and index.lattices.shape == (len(index), 3)
+    assert index.lattices is not None and index.lattices.shape == (len(index), len(DETECTED_COLUMN_SETS), 3)
     rows = [0, 1, len(index) // 2, len(index) - 1]
     np.testing.assert_allclose(pair_lattices([index.records[i] for i in rows]), index.lattices[rows], rtol=1e-9)
-    # Sr and TiO columns of SrTiO3 [001] alike in position: the a/√2 square lattice
+    # SrTiO3 [001]: Sr and TiO columns alike in position give the a/√2 square lattice; Sr alone
+    # (Z^1.7 weight 2.1x a TiO column's) the cell a; with the O columns too, a/2
     k = next(i for i, r in enumerate(index.records)
              if r["template_id"] == "SrTiO3-perovskite" and r["zone_label"] == "[100]")
     a = get_entry("SrTiO3-perovskite").structure.lattice.a
-    np.testing.assert_allclose(index.lattices[k], [a / np.sqrt(2), a / np.sqrt(2), 0.0], atol=1e-6)
+    assert list(DETECTED_COLUMN_SETS) == ["visible", "heavy", "all"]
+    np.testing.assert_allclose(index.lattices[k], [[a / np.sqrt(2), a / np.sqrt(2), 0.0], [a, a, 0.0],
+                                                   [a / 2, a / 2, 0.0]], atol=1e-6)
+
+
+def test_a_lattice_of_only_the_heavy_columns_still_finds_its_template(retriever):
+    """SnS2 monolayer [001]: Sn and the two S2 columns alike in position make an a/√3 lattice; a low
+    dose that loses the S2 columns leaves the Sn lattice a, which must still bring SnS2 in."""
+    from model.lattice import lattice_metric
+    from model.retrieval import lattice_mismatch
+
+    index = retriever.index
+    k = next(i for i, r in enumerate(index.records)
+             if r["template_id"] == "SnS2-mx2_1t-1L" and r["zone_axis"] == [0, 0, 1])
+    a = get_entry("SnS2-mx2_1t-1L").structure.lattice.a
+    sn_only = lattice_metric(np.array([[a, 0.0], [a / 2, a * np.sqrt(3) / 2]]))
+    assert lattice_mismatch(sn_only, index.lattices[k:k + 1])[0] < 1e-6
+    assert lattice_mismatch(sn_only, index.lattices[k:k + 1, 0])[0] > 0.4  # the visible columns' alone
 
 
 def test_lattice_mismatch_is_rotation_free_and_scale_aware():
@@ -126,11 +145,13 @@ def test_lattice_mismatch_is_rotation_free_and_scale_aware():
     assert lattice_mismatch(m, table)[2] > 0.2  # oblique: |cos γ| differs
     # without a scale only the shape counts: 4 % larger is the same square
     np.testing.assert_allclose(lattice_mismatch(m, table, scale_known=False)[:2], 0.0, atol=1e-9)
+    # several lattices per row: the closest counts
+    np.testing.assert_allclose(lattice_mismatch(m, np.stack([table[[1, 2]], table[[2, 0]]])), [0.04, 0.0], atol=1e-9)
 
 
 def test_lattice_candidates_fit_the_measured_lattice_and_obey_the_filter(retriever, sim):
-    from model.lattice import fit_lattice
-    from model.retrieval import LATTICE_TOL
+    from model.lattice import fit_lattice, lattice_metric
+    from model.retrieval import LATTICE_TOL, lattice_mismatch
 
     img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=17.0)
     den_cols = Denoiser.from_checkpoint()(img, 0.12).columns
@@ -140,6 +161,11 @@ def test_lattice_candidates_fit_the_measured_lattice_and_obey_the_filter(retriev
     assert [c.rank for c in cands] == list(range(1, len(cands) + 1)) and len(cands) == k + 8
     assert all(c.source == "embedding" for c in cands[:k]) and all(c.source == "lattice" for c in cands[k:])
     assert all(c.lattice_mismatch <= LATTICE_TOL for c in cands[k:])
+    # the second half of them are the closest lattices of all the templates not yet taken
+    mis = lattice_mismatch(lattice_metric(lattice.vectors), retriever.index.lattice_table())
+    taken = {(c.template_id, tuple(c.zone_axis)) for c in cands[:k + 4]}
+    rest = sorted(m for m, r in zip(mis, retriever.index.records) if (r["template_id"], tuple(r["zone_axis"])) not in taken)
+    np.testing.assert_allclose([c.lattice_mismatch for c in cands[k + 4:]], rest[:4])
     assert len({(c.template_id, tuple(c.zone_axis)) for c in cands}) == len(cands)
     # the lattice brings the truth in even where the embedding ranks it low
     assert any(c.template_id == "SrTiO3-perovskite" and c.zone_label == "[100]" for c in cands)
@@ -200,6 +226,32 @@ def test_unknown_pixel_size_queries_a_ladder_of_scales(retriever, sim):
     cands = _unknown_scale_candidates(retriever, sim)
     assert len(cands) == 10 and all(c.pixel_size in UNKNOWN_PIXEL_LADDER for c in cands)
     assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+
+
+def test_unknown_pixel_size_lattice_candidates_imply_the_scale(retriever, sim):
+    """Without a pixel size (lattice in pixels) a lattice candidate comes at the pixel size its closest
+    detectable lattice implies; for SrTiO3 [001] that is the true 0.1 Å."""
+    from model.lattice import fit_lattice, lattice_metric
+    from model.retrieval import lattice_mismatch
+
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=5.0, pixel_size=0.1)
+    cols = Denoiser.from_checkpoint()(img, 0.1).columns
+    lattice = fit_lattice(np.stack([cols.x_px, cols.y_px], 1), img, 1.0)
+    measured = lattice_metric(lattice.vectors)
+    index = retriever.index
+    row = {(r["template_id"], tuple(r["zone_axis"])): i for i, r in enumerate(index.records)}
+
+    def implied(i):
+        each = lattice_mismatch(measured, index.lattices[i:i + 1], scale_known=False, per_lattice=True)[0]
+        return index.lattices[i, each.argmin(), 0] / measured[0], each.min()
+
+    cands = retriever.query(img, None, k=3, lattice=lattice, lattice_k=10)
+    extra = [c for c in cands if c.source == "lattice"]
+    assert len(extra) == 10
+    for c in extra:
+        px, mis = implied(row[c.template_id, tuple(c.zone_axis)])
+        assert c.pixel_size == pytest.approx(px) and c.lattice_mismatch == pytest.approx(mis)
+    assert implied(row["SrTiO3-perovskite", (1, 0, 0)])[0] == pytest.approx(0.1, rel=0.01)
 
 
 @pytest.mark.xfail(strict=True, reason="issue #4: without a pixel size the shipped encoder matches other crystals at "
