@@ -6,7 +6,8 @@
     python bench/pipeline.py report
 
 ``build`` simulates the set once (test-split materials only; multislice by default) and writes it as
-a ``datasets`` dataset with its ground truth (``datasets/bench-pipeline``). Tiers:
+a ``datasets`` dataset with its ground truth: the structure, the noise-free image and the visible
+columns (``datasets/bench-pipeline``). Tiers:
 
 - ``tier1``: bulk, at most two elements, all Z ≤ 30, low noise (dose 3e4-1e5 e/Å²);
 - ``tier2``: bulk, two or more elements, moderate noise (5e3-3e4);
@@ -22,7 +23,8 @@ truth with the same potential (``model.relax``) and scores the formation energy 
 sample in ``<variant>.eform.jsonl``, resumable too. ``report`` writes
 ``bench/results/<set>.md`` and ``<set>.json`` (``<set>`` = the dataset folder's name): structure-match success (StructureMatcher,
 default tolerances), RMSD (``get_rms_dist``), lattice-parameter error, retrieval top-1/top-5 (the
-truth's (entry, zone axis) among the candidates), acceptance and false acceptance, seconds per stage,
+truth's (entry, zone axis) among the candidates), acceptance and false acceptance, the denoiser's column
+F1/RMSE and PSNR against the truth columns and the noise-free image, seconds per stage,
 and where ``eform`` ran, the formation-energy MAE over matched and over all accepted crystals; its plots
 (success rate vs dose per tier, lattice-error histogram per variant) go to ``bench/results/<set>/plots/``.
 
