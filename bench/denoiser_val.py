@@ -1,6 +1,6 @@
 """Column-extraction choices of the denoiser on the *validation* split (never on test materials).
 
-    python bench/denoiser_val.py [--dataset datasets/stem-train]
+    python bench/denoiser_val.py [--dataset datasets/stem-train-atoms]
 
 For the shipped checkpoint: F1 against visible columns for heatmap thresholds 0.2-0.5 (all doses and
 dose >= 3e3 e/Å²), and the localisation RMSE of heatmap-centroid refinement vs a parabolic peak fit
@@ -33,7 +33,7 @@ def denoised_peak(den: np.ndarray, heat: np.ndarray, px: float) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="datasets/stem-train")
+    ap.add_argument("--dataset", default="datasets/stem-train-atoms")
     ap.add_argument("--out", default="bench/results/denoiser_val.json")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")

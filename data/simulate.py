@@ -9,11 +9,11 @@ Two paths from the same abTEM objects:
 - ``convolution``: an incoherent object convolved with abTEM's probe intensity (the incoherent-
   imaging approximation). ~100x cheaper; used for bulk training data and the closed loop, and
   validated against multislice by ``bench/validate_convolution.py``. The object is either
-  ``atoms``: every atom's own abTEM projected potential raised to a power and summed, so a
-  column's brightness grows with its number of atoms as in multislice (what the closed loop uses);
-  or ``summed`` (the first version, the data engine's default, which the shipped checkpoints were
-  trained on): the whole cell's projected potential raised to the power, so two stacked atoms
-  count 2^power times one.
+  ``atoms`` (the default: training data and the closed loop): every atom's own abTEM projected
+  potential raised to a power and summed, so a column's brightness grows with its number of atoms
+  as in multislice; or ``summed`` (the first version, which checkpoints before the atoms-object
+  retraining were trained on): the whole cell's projected potential raised to the power, so two
+  stacked atoms count 2^power times one.
 """
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ class SimulationConfig:
     frozen_phonons: int = 0  # configurations; 0 = static lattice
     phonon_sigma: float = 0.08  # Å, rms thermal displacement
     signals: tuple[str, ...] = ("haadf",)
-    # "summed" | "atoms", see the module docstring. The data engine's default stays "summed", the
-    # object the shipped checkpoints were trained on; the closed loop verifies with "atoms".
-    convolution_object: str = "summed"
+    # "atoms" | "summed", see the module docstring. The default is the object whose column
+    # intensities follow multislice (bench/validate_convolution.py); "summed" reproduces old datasets.
+    convolution_object: str = "atoms"
     # object = (V blurred)^exponent x scale; None: the values bench/validate_convolution.py fitted for
     # the object against multislice at 200 kV, 21 mrad, 70-200 mrad (CONVOLUTION_FIT)
     convolution_exponent: float | None = None

@@ -20,18 +20,13 @@ from model.retrieval import (CANONICAL_PIXEL, STORED_VIEW, VIEW, RetrievalConfig
 from model.training import adamw_one_cycle, dihedral, log_images
 
 
-def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None, source: str = "denoised",
-                  log_every: int = 500) -> tuple[np.ndarray, list[str]]:
-    """Canonical views (float16, (N, STORED_VIEW, STORED_VIEW)) and pair keys of a dataset split, cached."""
+def _view_rows(path: str, split: str, denoiser_checkpoint: str | None, source: str, start: int, stop: int,
+               log_every: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Canonical views and pair keys of rows [start, stop) of a dataset split (one worker's share)."""
     from datasets import load_from_disk
 
-    path = Path(path)
-    tag = source if source != "denoised" else f"denoised-{file_hash(denoiser_checkpoint)}"
-    cache, keys_file = path / f"views_{split}_{tag}_{STORED_VIEW}.npy", path / f"views_{split}_keys.json"
-    if cache.is_file() and keys_file.is_file():
-        return np.load(cache), json.loads(keys_file.read_text())
-    ds = load_from_disk(str(path))[split].with_format("numpy", columns=[source if source != "denoised" else "noisy",
-                                                                       "pixel_size", "template_id", "zone_axis"])
+    ds = load_from_disk(str(path))[split].select(range(start, stop)).with_format(
+        "numpy", columns=[source if source != "denoised" else "noisy", "pixel_size", "template_id", "zone_axis"])
     denoiser = None
     if source == "denoised":
         from model.denoiser import Denoiser
@@ -53,6 +48,48 @@ def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None,
         keys.append(pair_key(str(row["template_id"]), row["zone_axis"]))
         if log_every and (n + 1) % log_every == 0:
             print(f"views {split}: {n + 1}/{len(ds)}", flush=True)
+    return views, keys
+
+
+def _view_worker(args) -> tuple[np.ndarray, list[str]]:
+    torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    return _view_rows(*args)
+
+
+def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None, source: str = "denoised",
+                  log_every: int = 500, workers: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Canonical views (float16, (N, STORED_VIEW, STORED_VIEW)) and pair keys of a dataset split, cached.
+
+    Each view is a small denoising plus resampling, ~50 ms of one CPU core, so ``workers`` processes
+    (default: every core) share the rows; the result depends on that only through float rounding."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    from datasets import load_from_disk
+
+    path = Path(path)
+    tag = source if source != "denoised" else f"denoised-{file_hash(denoiser_checkpoint)}"
+    cache, keys_file = path / f"views_{split}_{tag}_{STORED_VIEW}.npy", path / f"views_{split}_keys.json"
+    if cache.is_file() and keys_file.is_file():
+        return np.load(cache), json.loads(keys_file.read_text())
+    n = len(load_from_disk(str(path))[split])
+    # by default every core, but at least 32 rows each: a spawned worker costs seconds to start
+    workers = max(1, min(workers or min(len(os.sched_getaffinity(0)), n // 32), n))
+    if workers == 1:
+        views, keys = _view_rows(str(path), split, denoiser_checkpoint, source, 0, n, log_every)
+    else:
+        bounds = np.linspace(0, n, 4 * workers + 1).astype(int)
+        jobs = [(str(path), split, denoiser_checkpoint, source, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        # spawn: the parent may hold CUDA or Lightning threads, which a fork would copy half-initialised
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts, done = [], 0
+            for v, k in pool.map(_view_worker, jobs):
+                parts.append((v, k))
+                done += len(k)
+                print(f"views {split}: {done}/{n}", flush=True)
+        views = np.concatenate([v for v, _ in parts])
+        keys = [key for _, k in parts for key in k]
     np.save(cache, views)
     keys_file.write_text(json.dumps(keys))
     return views, keys
@@ -61,7 +98,7 @@ def compute_views(path: str | Path, split: str, denoiser_checkpoint: str | None,
 class RetrievalDataModule(pl.LightningDataModule):
     """Views of a ``data.build`` dataset plus the crystal graphs of every train/val (entry, zone axis)."""
 
-    def __init__(self, path: str = "datasets/stem-retrieval", data_config: str | None = "configs/data_retrieval.yaml",
+    def __init__(self, path: str = "datasets/stem-retrieval-atoms", data_config: str | None = "configs/data_retrieval.yaml",
                  denoiser_checkpoint: str = "checkpoints/denoiser.pt", source: str = "denoised",
                  batch_size: int = 64, num_workers: int = 0):
         super().__init__()

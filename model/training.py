@@ -76,7 +76,7 @@ class StemDataModule(pl.LightningDataModule):
     only source of training data). Training applies the 8 symmetries of the square, which keep
     labels valid."""
 
-    def __init__(self, path: str = "datasets/stem-train", data_config: str | None = "configs/data_train.yaml",
+    def __init__(self, path: str = "datasets/stem-train-atoms", data_config: str | None = "configs/data_train.yaml",
                  batch_size: int = 16, num_workers: int = 0, val_columns: int = 16):
         super().__init__()
         self.save_hyperparameters()
