@@ -281,7 +281,7 @@ def test_train_cli_fits_and_exports_checkpoint_and_index(tmp_path):
     r = Retriever.from_checkpoint(export, index)
     assert r.model.config.embed_dim == 16 and len(r.index) == len(TemplateIndex.load(index).records)
     assert r.index.meta["checkpoint_sha256"] == file_hash(export)
-    # the cached views were computed in one process; split over two workers they are the same bytes
+    # the cached views were computed in one process; split over two workers they are the same views
     from model.contrastive import compute_views
 
     serial, keys = compute_views(tmp_path / "ds", "train", "checkpoints/denoiser.pt")
