@@ -1,6 +1,6 @@
 """Whole-pipeline benchmark (STEM2Mat-style tiers) on the library's test split, through infer.py's code path.
 
-    python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N]
+    python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N] [--like PARTS]
     python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed] [--limit N]
     python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
@@ -146,6 +146,13 @@ def build(args) -> None:
     # round robin over the tiers, so that --limit N is a smaller set of the same make-up
     plan = [(t, n) for n in range(max(counts.values())) for t in counts if n < counts[t]]
     plan = plan[:args.limit] if args.limit else plan
+    if args.like:  # the samples of an earlier build, simulated afresh: same ids, so same draws
+        like = {f.name[:-len(".npz")] for f in args.like.glob("*-[0-9][0-9][0-9][0-9].npz")}
+        missing = like - {f"{t}-{n:04d}" for t, n in plan}
+        if not like or missing:
+            raise SystemExit(f"--like {args.like}: " + (f"{len(missing)} of its samples lie beyond --per-tier/"
+                                                       "--negatives/--limit" if like else "no samples there"))
+        plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in like]
     parts = args.out.with_name(args.out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     if not args.assemble_only:
@@ -514,6 +521,9 @@ def main(argv=None) -> None:
     b.add_argument("--workers", type=int, default=1, help="processes simulating samples in parallel")
     b.add_argument("--assemble-only", action="store_true",
                    help="write the dataset from the samples simulated so far, simulating nothing")
+    b.add_argument("--like", type=Path, metavar="PARTS",
+                   help="only the samples found in PARTS, an earlier build's parts folder (to redo a set with "
+                        "new fields or code: same ids and seeds, so same materials and conditions)")
     b.add_argument("--out", type=Path, default=DATA)
     r = sub.add_parser("run", help="run one variant over the set (resumable)")
     r.add_argument("--variant", default="full", choices=list(VARIANTS))

@@ -50,6 +50,13 @@ def small_run(tmp_path_factory):
         return r
 
     cli("build", "--method", "convolution", "--per-tier", "1", "--negatives", "1", "--size", "192", "--out", data)
+    # --like: the samples of that build's parts folder, simulated again; 2 of them
+    for f in sorted((tmp / "set.parts").glob("*-0000.npz"))[2:]:
+        f.rename(tmp / f.name)
+    cli("build", "--method", "convolution", "--per-tier", "1", "--negatives", "1", "--size", "192", "--out",
+        tmp / "again", "--like", tmp / "set.parts")
+    for f in sorted(tmp.glob("*-0000.npz")):
+        f.rename(tmp / "set.parts" / f.name)
     cli("run", "--data", data, "--results", results)
     first = (results / "set" / "full.jsonl").read_text()
     cli("run", "--data", data, "--results", results)  # resumes: nothing is redone
@@ -90,6 +97,29 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
     assert overall["column_f1"] == pytest.approx(pooled, abs=1e-4)
     assert overall["psnr"] == pytest.approx(np.mean([r["psnr"] for r in crystals]))
     assert "| full | tier3 | 1 |" in (results / "set.md").read_text()
+
+
+def test_build_like_resimulates_the_same_samples(small_run):
+    from datasets import load_from_disk
+
+    _, results, _ = small_run
+    first, again = load_from_disk(str(results.parent / "set")), load_from_disk(str(results.parent / "again"))
+    assert len(first) == 5 and len(again) == 2
+    by_id = {r["id"]: r for r in first}
+    for r in again:
+        f = by_id[r["id"]]
+        assert (r["template_id"], r["zone_label"], r["dose"], r["pixel_size"]) == \
+            (f["template_id"], f["zone_label"], f["dose"], f["pixel_size"])
+        np.testing.assert_allclose(np.asarray(r["clean"]), np.asarray(f["clean"]), rtol=1e-5, atol=1e-6)
+
+
+def test_build_like_refuses_samples_beyond_the_plan(tmp_path):
+    (tmp_path / "old.parts").mkdir()
+    np.savez(tmp_path / "old.parts" / "tier1-0005.npz", image=np.zeros((2, 2)))
+    r = subprocess.run([sys.executable, "bench/pipeline.py", "build", "--per-tier", "1", "--negatives", "1",
+                        "--like", tmp_path / "old.parts", "--out", tmp_path / "set"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode != 0 and "beyond --per-tier" in r.stderr and not (tmp_path / "set").exists()
 
 
 def test_run_rows_carry_the_reconstruction_as_cif(small_run):
