@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
     p.add_argument("--lattice-k", type=int, default=10,
                    help="more candidates: the best-embedded templates whose lattice fits the image's (0: none)")
+    p.add_argument("--multislice-k", type=int, default=0,
+                   help="re-verify up to this many close candidates by full multislice (10-30 s each on 2 cores; default 0: off)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
         elements = parse_elements(args.elements)
         if args.top_k < 1:
             raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+        if args.multislice_k < 0:
+            raise InputError(f"--multislice-k must be 0 or more, got {args.multislice_k}")
         if args.lattice_k < 0:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         if not 0 < args.pixel_size_error < 1:
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
             return fail(2, "--device cuda: no CUDA device is available")
     options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements,
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
-                      potential_checkpoint=args.mattersim_checkpoint, device=args.device)
+                      potential_checkpoint=args.mattersim_checkpoint, device=args.device,
+                      multislice_k=args.multislice_k)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

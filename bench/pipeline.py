@@ -1,7 +1,7 @@
 """Whole-pipeline benchmark (STEM2Mat-style tiers) on the library's test split, through infer.py's code path.
 
     python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N] [--like PARTS]
-    python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed] [--limit N]
+    python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed|multislice|...] [--limit N]
     python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
 
@@ -20,7 +20,8 @@ Every sample has its own zone axis, pixel size (0.06-0.15 Å), in-plane rotation
 line per sample in ``bench/results/<set>/<variant>.jsonl`` (an accepted sample's reconstruction as CIF
 under ``cif``); a rerun resumes. ``eform`` relaxes every accepted crystal's reconstruction and its ground
 truth with the same potential (``model.relax``) and scores the formation energy per atom, one line per
-sample in ``<variant>.eform.jsonl``, resumable too. ``report`` writes
+sample in ``<variant>.eform.jsonl``, resumable too; each row carries a digest of the CIF it scored, so
+rows left from an earlier ``run`` of the variant are neither resumed nor reported. ``report`` writes
 ``bench/results/<set>.md`` and ``<set>.json`` (``<set>`` = the dataset folder's name): structure-match success (StructureMatcher,
 default tolerances), RMSD (``get_rms_dist``), lattice-parameter error, retrieval top-1/top-5 (the
 truth's (entry, zone axis) among the candidates), acceptance and false acceptance, the denoiser's column
@@ -33,11 +34,13 @@ and 10 more whose lattice fits), ``no-pixel`` (pixel size estimated), ``top1`` (
 embedding's first candidate is kept), ``elements`` (the truth's elements as the --elements hint),
 ``no-denoiser`` (a Gaussian smoothing instead of the learned denoiser), ``no-symmetry`` (the cell
 refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
-retrieval over simulated templates, every atom on one plane in a P1 cell).
+retrieval over simulated templates, every atom on one plane in a P1 cell), ``multislice`` (``full`` with
+``--multislice-k 3``: the close contenders re-verified by full multislice).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import time
@@ -56,8 +59,8 @@ DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 # Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
-            "seed": {"seed": True}}
-OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry")
+            "seed": {"seed": True}, "multislice": {"multislice_k": 3}}
+OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k")
 
 
 def tier_pools() -> dict[str, list]:
@@ -306,6 +309,18 @@ def read_rows(f: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else []
 
 
+def cif_digest(cif: str) -> str:
+    """What ties an eform row to the reconstruction it scored: a later ``run`` of the variant writes new
+    CIFs under the same ids, and the old rows must then neither be resumed nor reported."""
+    return hashlib.sha256(cif.encode()).hexdigest()[:16]
+
+
+def current_eform(run_rows: list[dict], eform_rows: list[dict]) -> list[dict]:
+    """The eform rows that scored the CIFs ``run_rows`` hold now (the last such row per id)."""
+    digests = {r["id"]: cif_digest(r["cif"]) for r in run_rows if r.get("cif")}
+    return list({r["id"]: r for r in eform_rows if r["id"] in digests and r.get("cif_sha") == digests[r["id"]]}.values())
+
+
 def relaxed_eform(structure, calculator, references: dict, monolayer: bool, steps: int) -> dict:
     """Formation energy per atom of ``structure`` after relaxation. An element without a reference, or a
     structure the potential cannot handle, gives an ``error`` instead: one sample must not end a long run."""
@@ -337,7 +352,7 @@ def eform(args) -> None:
     if len(todo) < len(accepted):  # rows from before run recorded the reconstruction
         print(f"{len(accepted) - len(todo)} accepted crystals have no cif: skipped (rerun `run` to score them)")
     todo = todo[:args.limit] if args.limit else todo
-    done = {r["id"] for r in read_rows(out)}
+    done = {r["id"] for r in current_eform(todo, read_rows(out))}
     if all(r["id"] in done for r in todo):  # nothing to relax: spare loading the potential
         print(f"{out}: nothing to do")
         return
@@ -359,8 +374,8 @@ def eform(args) -> None:
             pred = relaxed_eform(Structure.from_str(row["cif"], fmt="cif"), calc, refs, monolayer, args.steps)
             error = "; ".join(f"{k}: {d['error']}" for k, d in (("pred", pred), ("truth", truth)) if d["error"])
             fh.write(json.dumps({
-                "id": row["id"], "tier": row["tier"], "truth": row["truth"], "success": row["success"],
-                "potential": info.name, "eform_pred": pred["eform"], "eform_truth": truth["eform"],
+                "id": row["id"], "cif_sha": cif_digest(row["cif"]), "tier": row["tier"], "truth": row["truth"],
+                "success": row["success"], "potential": info.name, "eform_pred": pred["eform"], "eform_truth": truth["eform"],
                 "abs_error": None if error else abs(pred["eform"] - truth["eform"]),
                 "converged_pred": pred["converged"], "converged_truth": truth["converged"],
                 "seconds": round(time.perf_counter() - t, 2), "error": error or None}) + "\n")
@@ -473,7 +488,11 @@ def report(args) -> None:
         if f.name.endswith(".eform.jsonl"):
             continue
         rows = runs[f.stem] = read_rows(f)
-        ef = read_rows(f.with_suffix(".eform.jsonl"))
+        ef_all = read_rows(f.with_suffix(".eform.jsonl"))
+        ef = current_eform(rows, ef_all)
+        if len(ef) < len(ef_all):
+            print(f"{f.stem}: {len(ef_all) - len(ef)} eform rows score an earlier run's CIFs and are left out "
+                  f"(rerun `eform --variant {f.stem}`)")
         tiers = sorted({r["tier"] for r in rows})
         results[f.stem] = {"overall": summarise(rows), **{t: summarise([r for r in rows if r["tier"] == t])
                                                           for t in tiers}}

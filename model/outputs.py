@@ -43,6 +43,10 @@ def summary_lines(result: Result) -> list[str]:
              f"{r['verification_score']:.3f} × lattice prior {r['lattice_prior']:.2f})",
              "a b c = " + " ".join(f"{lat[k]:.4f}" for k in ("a", "b", "c")) + " Å; α β γ = "
              + " ".join(f"{lat[k]:.2f}" for k in ("alpha", "beta", "gamma")) + "°"]
+    if r.get("indistinguishable"):
+        lines.append("as well explained by: " + ", ".join(
+            f"{c['template_id']} [{''.join(map(str, c['zone_axis']))}] ({c['kind']})" for c in r["indistinguishable"])
+            + " (this image cannot tell them apart)")
     inp = r["input"]
     if inp.get("pixel_size_source") == "estimate":
         lines.append(f"pixel size estimated: {inp['pixel_size_used']:.4f} ± {inp['pixel_size_sigma']:.4f} Å")

@@ -25,6 +25,10 @@ CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "cal
 # px per side of the central window that lattice fit, alignment and verification read: a crystal
 # repeats, and an 8k field would cost minutes per candidate for nothing
 ANALYSIS_SIZE = 1024
+# Other candidates within this much of the kept one's score are reported as indistinguishable: a 1T
+# monolayer and its AA-stacked bulk (NiTe2 1L vs CdI2-type NiTe2 [001]) project onto the same columns,
+# and only the absolute intensity, which a HAADF image does not calibrate, could part them.
+TIE_TOLERANCE = 0.005
 # The lattice prior exp(-½ (template strain / σ)²): how plausible the lattice the image needs is for
 # a candidate. With a calibrated pixel, σ² = (how far the right template's strain scatters)² + (the pixel
 # size's own relative error)². The scatter is the rms template strain of the correct template on
@@ -60,6 +64,11 @@ class Options:
     thickness: float = 80.0  # Å, for the verification simulation (HAADF contrast is ~linear in it here)
     denoise: bool = True  # False: a Gaussian smoothing stands in for the learned denoiser (ablation)
     symmetry: bool = True  # False: the lattice is refined as triclinic, the space group left to chance (ablation)
+    # Re-verify up to this many of the best accepted candidates by full multislice (0: off), those within
+    # ``multislice_margin`` × the best score; the one multislice explains best is kept. The convolution
+    # path misjudges column intensities by ~10 % (bench/column_sigma.py): enough to prefer EuTe to LaBi.
+    multislice_k: int = 0
+    multislice_margin: float = 0.75
 
 
 @dataclass
@@ -90,6 +99,7 @@ class CandidateResult:
     verification: object | None = None
     error: str | None = None
     prior_sigma: float = SHAPE_SIGMA  # ``lattice_prior_sigma``
+    multislice: object | None = None  # the multislice re-verification (Options.multislice_k)
 
     @property
     def prior(self) -> float:
@@ -103,6 +113,11 @@ class CandidateResult:
         """What candidates are ranked, accepted and calibrated by: verification × lattice prior."""
         return self.verification.score * self.prior if self.verification is not None else -1.0
 
+    @property
+    def multislice_score(self) -> float | None:
+        """The same product with the multislice re-verification, where it ran."""
+        return self.multislice.score * self.prior if self.multislice is not None else None
+
     def to_dict(self) -> dict:
         d = dict(self.candidate)
         d["retrieval_score"] = d.pop("score")
@@ -110,6 +125,10 @@ class CandidateResult:
             v = self.verification
             d |= {"score": round(self.score, 5), "verification_score": v.score, "ncc": v.ncc,
                   "intensity_score": v.intensity_score}
+        if self.multislice is not None:
+            m = self.multislice
+            d |= {"multislice_score": round(self.multislice_score, 5), "multislice_verification_score": m.score,
+                  "multislice_ncc": m.ncc, "multislice_intensity_score": m.intensity_score}
         if self.reconstruction is not None:
             r = self.reconstruction
             d |= {"spacegroup": r.spacegroup["symbol"], "lattice": {k: round(float(x), 4) for k, x in r.lattice.items()},
@@ -134,10 +153,24 @@ class Result:
     lattice_px: np.ndarray | None = None
 
 
+def look_alikes(candidates: list[CandidateResult], kept: CandidateResult) -> list[dict]:
+    """The other templates that explain the image as well as ``kept`` (within ``TIE_TOLERANCE``) by the
+    score that decided: the multislice one where the re-check chose ``kept``, the calibrated one otherwise."""
+    if kept.multislice is not None:
+        pool, key = [r for r in candidates if r.multislice is not None], lambda r: r.multislice_score
+    else:
+        pool, key = candidates, lambda r: r.score
+    return [{"template_id": r.candidate["template_id"], "zone_axis": list(r.candidate["zone_axis"]),
+             "kind": r.candidate["kind"], "score": round(key(r), 5)}
+            for r in pool if r.candidate["template_id"] != kept.candidate["template_id"]
+            and abs(key(r) - key(kept)) <= TIE_TOLERANCE]
+
+
 class Pipeline:
     def __init__(self, denoiser, retriever, simulator, calibration: Calibration, options: Options,
-                 calculator=None, potential_info=None):
+                 calculator=None, potential_info=None, multislice=None):
         self.denoiser, self.retriever, self.simulator = denoiser, retriever, simulator
+        self.multislice = multislice
         self.calibration, self.options = calibration, options
         self.calculator, self.potential_info = calculator, potential_info
 
@@ -148,7 +181,7 @@ class Pipeline:
         from model.denoiser import DEFAULT_CHECKPOINT, Denoiser
         from model.relax import load_potential
         from model.retrieval import DEFAULT_CHECKPOINT as RCKPT, DEFAULT_INDEX, Retriever
-        from model.verify import loop_simulator
+        from model.verify import loop_simulator, multislice_simulator
 
         options = options or Options()
         den = Denoiser.from_checkpoint(denoiser or DEFAULT_CHECKPOINT, device=options.device)
@@ -157,7 +190,7 @@ class Pipeline:
         if options.potential != "none":
             calc, info = load_potential(options.potential, options.potential_checkpoint, options.device)
         return cls(den, ret, loop_simulator(), Calibration.load(calibration or CALIBRATION_FILE),
-                   options, calc, info)
+                   options, calc, info, multislice_simulator() if options.multislice_k > 0 else None)
 
     # ------------------------------------------------------------------ stages
     def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None,
@@ -200,6 +233,30 @@ class Pipeline:
             out.append(res)
         return out
 
+    def multislice_recheck(self, ok: list[CandidateResult], denoised: np.ndarray, pixel_size: float | None,
+                           say: Callable[[str], None]) -> CandidateResult | None:
+        """Re-verify the close contenders by multislice and return the one it explains best (None: fewer
+        than two contenders, nothing to decide).
+
+        Contenders: the best ``multislice_k`` candidates that pass the calibrated threshold and score at
+        least ``multislice_margin`` × the best. Acceptance and confidence stay with the calibrated
+        convolution score, which every contender passes; multislice only decides between them.
+        """
+        from model.verify import verify
+
+        o = self.options
+        ranked = sorted(ok, key=lambda r: -r.score)
+        top = ranked[0].score
+        close = [r for r in ranked[:o.multislice_k]
+                 if r.score >= max(self.calibration.threshold, o.multislice_margin * top)]
+        if len(close) < 2:
+            return None
+        say(f"re-verifying {len(close)} close candidates by multislice")
+        for r in close:
+            px = pixel_size if pixel_size is not None else r.reconstruction.pixel_size
+            r.multislice = verify(r.reconstruction, denoised, px, self.multislice, thickness=o.thickness)
+        return max(close, key=lambda r: r.multislice_score)
+
     def run(self, image: LoadedImage, progress: Callable[[str], None] | None = None,
             exclude: list[str] | None = None) -> Result:
         from model.denoiser import SmoothingDenoiser
@@ -225,10 +282,14 @@ class Pipeline:
         ny, nx = den.denoised.shape
         h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
         i0, j0 = (ny - h) // 2, (nx - w) // 2
-        results = self.candidates(den.denoised[i0:i0 + h, j0:j0 + w], cols.window(i0, j0, h, w), px, exclude)
+        window = den.denoised[i0:i0 + h, j0:j0 + w]
+        results = self.candidates(window, cols.window(i0, j0, h, w), px, exclude)
         lap("retrieve_reconstruct_verify")
         ok = [r for r in results if r.verification is not None]
         best = max(ok, key=lambda r: r.score) if ok else None
+        if best is not None and self.options.multislice_k > 0 and self.multislice is not None:
+            best = self.multislice_recheck(ok, window, px, say) or best
+            lap("multislice_verify")
         score = best.score if best else 0.0
         conf = self.calibration.confidence(score) if best else 0.0
         report = {
@@ -237,12 +298,14 @@ class Pipeline:
             "confidence": round(conf, 4), "score": round(score, 4),
             "verification_score": round(best.verification.score, 4) if best else 0.0,
             "lattice_prior": round(best.prior, 4) if best else 0.0,
+            "multislice_score": round(best.multislice_score, 4) if best and best.multislice else None,
             "threshold": self.calibration.threshold, "calibration": self.calibration.meta.get("source"),
             "columns": {"detected": len(cols)},
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
                         "elements": self.options.elements, "pixel_size_error": self.options.pixel_size_error,
-                        "potential": self.options.potential, "device": self.options.device},
+                        "potential": self.options.potential, "device": self.options.device,
+                        "multislice_k": self.options.multislice_k, "multislice_margin": self.options.multislice_margin},
             "timings": timings,
         }
         xy_px = np.stack([cols.x_px, cols.y_px], 1)
@@ -268,6 +331,8 @@ class Pipeline:
             "reconstruction": {k: v for k, v in rec.to_dict().items() if k not in ("structure", "alignment")},
             "alignment": rec.alignment.to_dict(),
             "verification": ver.to_dict(),
+            "multislice_verification": best.multislice.to_dict() if best.multislice else None,
+            "indistinguishable": look_alikes(ok, best),
         }
         lattice = {"reconstructed": rec.lattice, "measured": rec.measured, "carried": rec.carried,
                    "fixed": rec.fixed, "sigma": rec.sigma}

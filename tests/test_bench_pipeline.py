@@ -169,3 +169,11 @@ def test_eform_mae_over_matched_and_all_accepted():
     m = bench["summarise_eform"](rows)
     assert m["eform_mae_success"] == pytest.approx(0.1) and m["eform_mae_accepted"] == pytest.approx(0.2)
     assert (m["eform_n"], m["eform_errors"]) == (2, 1)
+
+
+def test_eform_rows_of_an_earlier_runs_cifs_are_neither_resumed_nor_reported():
+    digest = bench["cif_digest"]
+    run = [{"id": "a", "cif": "data_new"}, {"id": "b", "cif": "data_b"}, {"id": "c", "cif": None}]
+    eform = [{"id": "a", "cif_sha": digest("data_old")}, {"id": "b", "cif_sha": digest("data_b")},
+             {"id": "c"}, {"id": "a"}]  # rows without a digest predate it: nothing ties them to a CIF
+    assert [r["id"] for r in bench["current_eform"](run, eform)] == ["b"]
