@@ -31,7 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--lattice-k", type=int, default=10,
                    help="more candidates: the best-embedded templates whose lattice fits the image's (0: none)")
     p.add_argument("--multislice-k", type=int, default=0,
-                   help="re-verify up to this many close candidates by full multislice (10-30 s each on 2 cores; default 0: off)")
+                   help="re-verify up to this many close candidates by full multislice (10 s to minutes each on 2 cores; default 0: off)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

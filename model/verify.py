@@ -36,7 +36,8 @@ def loop_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
 
 def multislice_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
     """What the loop re-verifies its close contenders with (``Options.multislice_k``): abTEM multislice,
-    whose channelling the convolution path cannot follow. 10-30 s per candidate at 80 Å on 2 cores."""
+    whose channelling the convolution path cannot follow. At 80 Å on 2 cores: 10-30 s for a cell of a few Å,
+    minutes for the largest (bench/pipeline.py's ``multislice`` variant)."""
     return Simulator(config=SimulationConfig(method="multislice"), cache_dir=cache_dir)
 
 
