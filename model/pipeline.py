@@ -100,6 +100,7 @@ class CandidateResult:
     error: str | None = None
     prior_sigma: float = SHAPE_SIGMA  # ``lattice_prior_sigma``
     multislice: object | None = None  # the multislice re-verification (Options.multislice_k)
+    pixel_size: float | None = None  # Å/px the verification used (given, or this candidate's estimate)
 
     @property
     def prior(self) -> float:
@@ -224,7 +225,7 @@ class Pipeline:
                 al = align_template(xy, entry, c.zone_axis, known, pixel_size=pixel_size,
                                     intensity=columns.intensity, lattice=lattice)
                 rec = reconstruct(entry, c.zone_axis, al, symmetry=o.symmetry)
-                px = pixel_size if known else rec.pixel_size
+                px = res.pixel_size = pixel_size if known else rec.pixel_size
                 res.reconstruction = rec
                 res.prior_sigma = lattice_prior_sigma(rec, o.pixel_size_error)
                 res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
@@ -233,7 +234,7 @@ class Pipeline:
             out.append(res)
         return out
 
-    def multislice_recheck(self, ok: list[CandidateResult], denoised: np.ndarray, pixel_size: float | None,
+    def multislice_recheck(self, ok: list[CandidateResult], denoised: np.ndarray,
                            say: Callable[[str], None]) -> CandidateResult | None:
         """Re-verify the close contenders by multislice and return the one it explains best (None: fewer
         than two contenders, nothing to decide).
@@ -253,8 +254,7 @@ class Pipeline:
             return None
         say(f"re-verifying {len(close)} close candidates by multislice")
         for r in close:
-            px = pixel_size if pixel_size is not None else r.reconstruction.pixel_size
-            r.multislice = verify(r.reconstruction, denoised, px, self.multislice, thickness=o.thickness)
+            r.multislice = verify(r.reconstruction, denoised, r.pixel_size, self.multislice, thickness=o.thickness)
         return max(close, key=lambda r: r.multislice_score)
 
     def run(self, image: LoadedImage, progress: Callable[[str], None] | None = None,
@@ -288,7 +288,7 @@ class Pipeline:
         ok = [r for r in results if r.verification is not None]
         best = max(ok, key=lambda r: r.score) if ok else None
         if best is not None and self.options.multislice_k > 0 and self.multislice is not None:
-            best = self.multislice_recheck(ok, window, px, say) or best
+            best = self.multislice_recheck(ok, window, say) or best
             lap("multislice_verify")
         score = best.score if best else 0.0
         conf = self.calibration.confidence(score) if best else 0.0
