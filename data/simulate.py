@@ -119,6 +119,7 @@ class SimulationConfig:
         d = asdict(self)
         if self.method == "multislice":
             d.update({f"convolution_{k}": v for k, v in CONVOLUTION_FIT["summed"].items()})
+            d["slicing"] = "per-repeat"  # ``Simulator.slices_per_repeat``; caches from before it sliced evenly
         if self.method == "multislice" or self.convolution_object == "summed":
             del d["convolution_object"]
         return d
@@ -230,6 +231,43 @@ class Simulator:
                               out.method, out.meta | {"repeats_along_beam": nz})
         return out
 
+    def thickness_series(self, structure, zone_axis, thicknesses) -> list[RepeatImage]:
+        """One image per thickness (Å, any order), for fitting a specimen's thickness. Multislice runs once,
+        to the largest, and reads the others off exit planes on the way, so a series costs about what its
+        thickest member does. Thicknesses are rounded to whole repeats, as in ``simulate``."""
+        za, atoms, columns = describe(structure, tuple(zone_axis))
+        meta = {"zone_axis": za.to_dict(), "formula": structure.composition.reduced_formula}
+        if self.config.method != "multislice":
+            return [self.simulate_atoms(atoms, columns, float(t), meta) for t in thicknesses]
+        Lz = atoms.cell[2, 2]
+        nzs = [max(1, int(round(float(t) / Lz))) for t in thicknesses]
+        nz = max(nzs)
+        wanted = sorted(set(nzs))
+        paths = None
+        if self.cache_dir:
+            stem = self.cache_dir / f"{self.key(atoms)}-{nz}"
+            # the thickest is the plain simulation of nz repeats: share its file with ``simulate``
+            paths = {k: stem.with_suffix(".npz") if k == nz else Path(f"{stem}@{k}.npz") for k in wanted}
+            if all(p.exists() for p in paths.values()):
+                images = {k: RepeatImage.load(p) for k, p in paths.items()}
+                return [images[k] for k in nzs]
+        meta = dict(meta)
+        meta.update(microscope=asdict(self.microscope), potential_sampling=self.sampling, repeats_along_beam=nz)
+        images = {}
+        for k, signals in zip(wanted, self._multislice(atoms, nz, wanted)):
+            images[k] = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), k * Lz, columns,
+                                    "multislice", meta | {"repeats_along_beam": k, "exit_plane_of": nz})
+            if paths:
+                self._save(images[k], paths[k])
+        return [images[k] for k in nzs]
+
+    @staticmethod
+    def _save(image: RepeatImage, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name[:-4] + ".tmp.npz")
+        image.save(tmp)
+        tmp.rename(path)
+
     def _cached(self, atoms: Atoms, columns: list[Column], nz: int, meta: dict | None) -> RepeatImage:
         path = None
         if self.cache_dir:
@@ -245,10 +283,7 @@ class Simulator:
         out = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), nz * atoms.cell[2, 2],
                           columns, self.config.method, meta)
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            out.save(tmp)
-            tmp.rename(path)
+            self._save(out, path)
         return out
 
     def _output_shape(self, atoms: Atoms) -> tuple[int, int]:
@@ -256,9 +291,21 @@ class Simulator:
         s = self.config.output_sampling
         return int(np.ceil(Ly / s)), int(np.ceil(Lx / s))
 
-    def _potential(self, atoms: Atoms, reps: tuple[int, int, int], gpts=None):
+    def slices_per_repeat(self, atoms: Atoms) -> int:
+        """Multislice cuts every repeat along the beam into this many equal slices (≤ ``slice_thickness``), so a
+        slice boundary falls on every repeat's boundary and an exit plane can read off whole repeats: a plane
+        inside a repeat would hold some columns' next atom and not others' (+17 % on half the columns of a
+        six-repeat rocksalt [110])."""
+        return max(1, int(np.ceil(atoms.cell[2, 2] / self.config.slice_thickness - 1e-9)))
+
+    def _potential(self, atoms: Atoms, reps: tuple[int, int, int], gpts=None, exit_planes=None,
+                   repeat_slices: bool = False):
         import abtem
 
+        slice_thickness = self.config.slice_thickness
+        if repeat_slices:
+            m = self.slices_per_repeat(atoms)
+            slice_thickness = (atoms.cell[2, 2] / m,) * (m * reps[2])
         big = atoms * reps
         if self.config.frozen_phonons > 0:
             big = abtem.FrozenPhonons(big, num_configs=self.config.frozen_phonons,
@@ -266,16 +313,20 @@ class Simulator:
         if gpts is None:
             cell = atoms.cell.array.diagonal()[:2] * reps[:2]
             gpts = tuple(_fft_friendly(int(np.ceil(c / self.sampling))) for c in cell)
-        return abtem.Potential(big, gpts=gpts, slice_thickness=self.config.slice_thickness,
-                               projection="infinite", parametrization="lobato")
+        return abtem.Potential(big, gpts=gpts, slice_thickness=slice_thickness,
+                               projection="infinite", parametrization="lobato", exit_planes=exit_planes)
 
-    def _multislice(self, atoms: Atoms, nz: int) -> dict[str, np.ndarray]:
+    def _multislice(self, atoms: Atoms, nz: int, exit_repeats: list[int] | None = None):
+        """The signals after ``nz`` repeats; with ``exit_repeats`` (ascending, the last ``nz``), a list of them,
+        one per exit plane, after that many repeats."""
         import abtem
 
         mic, cfg = self.microscope, self.config
         Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
         reps = (int(np.ceil(cfg.min_lateral_extent / Lx)), int(np.ceil(cfg.min_lateral_extent / Ly)), nz)
-        potential = self._potential(atoms, reps)
+        per_repeat = self.slices_per_repeat(atoms)
+        planes = None if exit_repeats is None else tuple(k * per_repeat - 1 for k in exit_repeats)
+        potential = self._potential(atoms, reps, exit_planes=planes, repeat_slices=True)
         probe = mic.probe()
         probe.grid.match(potential)
         step = cfg.scan_sampling or 0.9 * abtem.transfer.nyquist_sampling(mic.semiangle, mic.energy)
@@ -298,10 +349,20 @@ class Simulator:
                 # quadrant bins start at +x and run counter-clockwise: x = (0,3) - (1,2), y = (0,1) - (2,3)
                 m = m.differentials(direction_1=((1, 2), (0, 3)), direction_2=((2, 3), (0, 1))).integrate_gradient()
             arr = np.asarray(m.array, dtype=np.float64)
+            kinds = [type(a).__name__ for a in m.axes_metadata]
+            if planes is not None:  # exit planes first, then average what else leads (frozen phonons)
+                # abTEM drops the thickness axis when there is one plane only
+                arr = np.moveaxis(arr, kinds.index("ThicknessAxis"), 0) if "ThicknessAxis" in kinds else arr[None]
+                while arr.ndim > 3:
+                    arr = arr.mean(1)
+                out[name] = [_fourier_resample(a.T, shape) for a in arr]
+                continue
             while arr.ndim > 2:  # frozen-phonon ensemble
                 arr = arr.mean(0)
             out[name] = _fourier_resample(arr.T, shape)
-        return out
+        if planes is None:
+            return out
+        return [{k: v[i] for k, v in out.items()} for i in range(len(planes))]
 
     def _projected(self, atoms: Atoms) -> np.ndarray:
         """abTEM's projected potential of one repeat of ``atoms`` on the output grid."""
