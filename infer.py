@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    help="more candidates: the best-embedded templates whose lattice fits the image's (0: none)")
     p.add_argument("--multislice-k", type=int, default=0,
                    help="re-verify up to this many close candidates by full multislice (10 s to minutes each on 2 cores; default 0: off)")
+    p.add_argument("--multislice-thicknesses", metavar="T1,T2,...",
+                   help="specimen thicknesses in Å the multislice re-check tries, each contender scored at its best "
+                        "(one run to the largest; default: 80)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -45,6 +48,20 @@ def parse_args(argv=None):
 def fail(code: int, msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return code
+
+
+def parse_thicknesses(text: str | None) -> tuple[float, ...]:
+    from data.io import InputError
+
+    if not text:
+        return ()
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"--multislice-thicknesses must be comma-separated numbers in Å, got {text!r}") from None
+    if not all(0 < t <= 2000 for t in values):
+        raise InputError(f"--multislice-thicknesses must lie in (0, 2000] Å, got {text!r}")
+    return values
 
 
 def check_out_dir(out: Path) -> None:
@@ -69,6 +86,7 @@ def main(argv=None) -> int:
             raise InputError(f"--top-k must be at least 1, got {args.top_k}")
         if args.multislice_k < 0:
             raise InputError(f"--multislice-k must be 0 or more, got {args.multislice_k}")
+        thicknesses = parse_thicknesses(args.multislice_thicknesses)
         if args.lattice_k < 0:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         if not 0 < args.pixel_size_error < 1:
@@ -94,7 +112,7 @@ def main(argv=None) -> int:
     options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements,
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
-                      multislice_k=args.multislice_k)
+                      multislice_k=args.multislice_k, multislice_thicknesses=thicknesses)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

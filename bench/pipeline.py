@@ -35,7 +35,8 @@ embedding's first candidate is kept), ``elements`` (the truth's elements as the 
 ``no-denoiser`` (a Gaussian smoothing instead of the learned denoiser), ``no-symmetry`` (the cell
 refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
 retrieval over simulated templates, every atom on one plane in a P1 cell), ``multislice`` (``full`` with
-``--multislice-k 3``: the close contenders re-verified by full multislice).
+``--multislice-k 3``: the close contenders re-verified by full multislice), ``multislice-thickness``
+(``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å).
 """
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 # Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
-            "seed": {"seed": True}, "multislice": {"multislice_k": 3}}
-OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k")
+            "seed": {"seed": True}, "multislice": {"multislice_k": 3},
+            "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)}}
+OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
 
 
 def tier_pools() -> dict[str, list]:
@@ -238,7 +240,8 @@ def run(args) -> None:
     out = args.results / args.data.name / f"{args.variant}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {r["id"] for r in read_rows(out)}
-    pipe = Pipeline.load(Options(potential="none", **{k: v for k, v in spec.items() if k in OPTION_KEYS}))
+    pipe = Pipeline.load(Options(potential="none", **{k: v for k, v in spec.items() if k in OPTION_KEYS}),
+                         retrieval=args.retrieval, index=args.index)
     matcher = StructureMatcher()
     baseline = None
     if spec.get("seed"):
@@ -248,7 +251,7 @@ def run(args) -> None:
     with out.open("a") as fh:
         for i in tqdm(range(n), desc=args.variant):
             row = ds[i]
-            if str(row["id"]) in done:
+            if str(row["id"]) in done or (args.ids and str(row["id"]) not in args.ids):
                 continue
             truth = Structure.from_str(str(row["truth_cif"]), fmt="cif") if row["kind"] == "crystal" else None
             if spec.get("elements"):  # the truth's elements; a non-crystal has none to give
@@ -277,7 +280,11 @@ def run(args) -> None:
                    "truth_rank": rank, "offered": rank is not None, "score": res.report.get("score"),
                    "success": False, "rmsd": None,
                    "lattice_error": None, "timings": res.report.get("timings", {}),
-                   "symmetry_kept": (res.report.get("reconstruction") or {}).get("symmetry_kept")}
+                   "symmetry_kept": (res.report.get("reconstruction") or {}).get("symmetry_kept"),
+                   # the multislice re-check's contenders, to study its choice without rerunning it
+                   "multislice": [{k: c.get(k) for k in ("template_id", "zone_axis", "lattice_prior",
+                                                         "multislice_by_thickness")}
+                                  for c in cands if "multislice_score" in c]}
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
             if truth is not None and "clean" in row and getattr(res, "denoised", None) is not None:
@@ -547,6 +554,10 @@ def main(argv=None) -> None:
     r = sub.add_parser("run", help="run one variant over the set (resumable)")
     r.add_argument("--variant", default="full", choices=list(VARIANTS))
     r.add_argument("--limit", type=int)
+    r.add_argument("--ids", type=lambda t: set(t.split(",")), metavar="ID,ID,...",
+                   help="only these samples (e.g. to diagnose a few; the rest stay to do)")
+    r.add_argument("--retrieval", help="retrieval weights (default: checkpoints/retrieval.pt; e.g. a run's, before --install)")
+    r.add_argument("--index", help="the template index made with them (default: checkpoints/template_index.npz)")
     r.add_argument("--data", type=Path, default=DATA)
     r.add_argument("--results", type=Path, default=RESULTS)
     e = sub.add_parser("eform", help="formation-energy error of one variant's accepted crystals (resumable)")

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from data.scan import ScanGeometry, column_labels, render
-from data.simulate import SimulationConfig, Simulator
+from data.simulate import RepeatImage, SimulationConfig, Simulator
 from model.lattice import MIN_VISIBLE_WEIGHT
 from model.reconstruct import Reconstruction
 
@@ -51,11 +51,13 @@ class Verification:
     background: float
     geometry: dict = field(default_factory=dict)  # the ScanGeometry the simulation was rendered with
     simulated: np.ndarray | None = field(default=None, repr=False)  # the rendered image (not in to_dict)
+    thickness: float | None = None  # Å, the specimen thickness the simulation had
 
     def to_dict(self) -> dict:
         return {"ncc": round(self.ncc, 5), "intensity_score": round(self.intensity_score, 5),
                 "score": round(self.score, 5), "n_columns": self.n_columns, "gain": float(self.gain),
-                "background": float(self.background), "geometry": self.geometry}
+                "background": float(self.background), "geometry": self.geometry,
+                "thickness": None if self.thickness is None else round(self.thickness, 2)}
 
 
 def scan_geometry(reconstruction: Reconstruction, shape: tuple[int, int], pixel_size: float,
@@ -129,9 +131,16 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
     intensities predict the detected ones. ``border`` (px) leaves the field's edge out of the
     column comparison.
     """
+    repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
+    return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border)
+
+
+def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,
+                  signal: str = "haadf", rigid: bool = False, min_visible_weight: float = MIN_VISIBLE_WEIGHT,
+                  border: float = 2.0) -> Verification:
+    """``verify`` with the reconstruction's repeat image already simulated (e.g. one of a thickness series)."""
     denoised = np.asarray(denoised, float)
     geometry = scan_geometry(reconstruction, denoised.shape, pixel_size, rigid)
-    repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
     sim = render(repeat, geometry, signal)
     ncc = float(np.mean(_standardise(denoised) * _standardise(sim)))
     X = np.stack([sim.ravel(), np.ones(sim.size)], 1)
@@ -147,4 +156,4 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
     score = float(np.clip(NCC_WEIGHT * max(ncc, 0.0) + (1 - NCC_WEIGHT) * score_i, 0.0, 1.0))
     g = {"shape": list(geometry.shape), "pixel_size": geometry.pixel_size, "rotation": geometry.rotation,
          "offset": list(geometry.offset), "drift": list(geometry.drift)}
-    return Verification(ncc, score_i, score, n, float(gain), float(background), g, sim)
+    return Verification(ncc, score_i, score, n, float(gain), float(background), g, sim, float(repeat.thickness))

@@ -95,6 +95,7 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
 
 @pytest.mark.parametrize("args", [["--pixel-size", "5"], ["--pixel-size", "0.001"], ["--elements", "Sr,Xx,O"],
                                   ["--top-k", "0"], ["--lattice-k", "-1"], ["--multislice-k", "-1"], ["--pixel-size-error", "0"],
+                                  ["--multislice-thicknesses", "20,abc"], ["--multislice-thicknesses", "-5"],
                                   ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
 def test_bad_options_exit_2(tmp_path, args, capsys):
     out = tmp_path / "out"
@@ -147,11 +148,13 @@ def test_command_line_entry_point_prints_usage_errors():
 
 def test_multislice_recheck_decides_between_the_close_contenders():
     """Options.multislice_k: the contenders (here SrTiO3 and EuTiO3 [001], whose columns sit on the same
-    square) are re-verified by multislice, and SrTiO3 still explains the image best."""
+    square) are re-verified by multislice, each at its best of two thicknesses, and SrTiO3 still explains
+    the image best, at the example's own thickness (80 Å)."""
     from data.io import load_image
     from model.pipeline import Options, Pipeline
 
-    pipe = Pipeline.load(Options(potential="none", multislice_k=2, multislice_margin=0.5))
+    pipe = Pipeline.load(Options(potential="none", multislice_k=2, multislice_margin=0.5,
+                                 multislice_thicknesses=(20.0, 80.0)))
     res = pipe.run(load_image(EXAMPLE, None))
     assert res.accepted and res.report["template"]["id"] == "SrTiO3-perovskite"
     cands = sorted(res.report["candidates"], key=lambda c: -c.get("score", -1))
@@ -163,6 +166,8 @@ def test_multislice_recheck_decides_between_the_close_contenders():
     # Eu (Z 63) on the A site is far brighter than Sr (38): multislice's column intensities say so too
     assert kept["multislice_intensity_score"] > max(c["multislice_intensity_score"] for c in rechecked if c is not kept)
     assert res.report["multislice_verification"]["ncc"] > 0.9
+    assert res.report["options"]["multislice_thicknesses"] == [20.0, 80.0]
+    assert kept["multislice_thickness"] == pytest.approx(80.0, abs=2.0)
     # acceptance and confidence stay with the calibrated convolution score
     assert res.report["score"] == pytest.approx(kept["score"], abs=1e-4)
 
