@@ -1,6 +1,6 @@
 """Retrieval benchmark on noisy images, per dose bin, against two baselines.
 
-    python bench/retrieval.py [--per-bin 40] [--size 320] [--seed 7]
+    python bench/retrieval.py [--per-bin 40] [--size 320] [--seed 7] [--checkpoint PT --index NPZ --out JSON]
 
 Two sets, both made by the data engine (convolution path) under conditions drawn anew: pixel
 size 0.06-0.15 Å (training saw 0.1-0.2), random rotation, offset, source size, jitter, drift,
@@ -64,10 +64,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default="bench/results/retrieval.json")
+    ap.add_argument("--checkpoint", default="checkpoints/retrieval.pt", help="retrieval weights (e.g. a run's, before --install)")
+    ap.add_argument("--index", default="checkpoints/template_index.npz", help="the template index made with them")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     den = Denoiser.from_checkpoint()
-    ret = Retriever.from_checkpoint()
+    ret = Retriever.from_checkpoint(args.checkpoint, args.index)
     sim = Simulator(cache_dir=".cache/repeats")
     t0 = time.time()
     templates = template_images(ret.index, sim)
