@@ -87,6 +87,8 @@ def main(argv=None) -> int:
         if args.multislice_k < 0:
             raise InputError(f"--multislice-k must be 0 or more, got {args.multislice_k}")
         thicknesses = parse_thicknesses(args.multislice_thicknesses)
+        if thicknesses and args.multislice_k < 2:
+            raise InputError("--multislice-thicknesses needs --multislice-k 2 or more (the re-check it sets up)")
         if args.lattice_k < 0:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         if not 0 < args.pixel_size_error < 1:

@@ -95,7 +95,8 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
 
 @pytest.mark.parametrize("args", [["--pixel-size", "5"], ["--pixel-size", "0.001"], ["--elements", "Sr,Xx,O"],
                                   ["--top-k", "0"], ["--lattice-k", "-1"], ["--multislice-k", "-1"], ["--pixel-size-error", "0"],
-                                  ["--multislice-thicknesses", "20,abc"], ["--multislice-thicknesses", "-5"],
+                                  ["--multislice-k", "3", "--multislice-thicknesses", "20,abc"],
+                                  ["--multislice-k", "3", "--multislice-thicknesses", "-5"], ["--multislice-thicknesses", "40,80"],
                                   ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
 def test_bad_options_exit_2(tmp_path, args, capsys):
     out = tmp_path / "out"

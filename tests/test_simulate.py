@@ -97,8 +97,8 @@ def test_repeat_images_are_cached_on_disk(tmp_path, srtio3):
 
 def test_a_multislice_thickness_series_reads_every_thickness_off_one_run(tmp_path):
     """Exit planes of one run to the thickest: each equals a simulation of its own thickness (whole repeats:
-    rocksalt [110] repeats every a/√2 = 3.14 Å, which 2 Å slices would not divide), the thickest shares
-    ``simulate``'s cache file."""
+    rocksalt [110] repeats every a/√2 = 3.14 Å, which 2 Å slices would not divide), and the thickest
+    shares ``simulate``'s cache file."""
     mgo = build_bulk("rocksalt", {"A": "Mg", "X": "O"}, 4.21)
     cfg = SimulationConfig(method="multislice", sampling=0.08, min_lateral_extent=7.0)
     sim = Simulator(SMALL_MIC, cfg, tmp_path)
