@@ -213,16 +213,14 @@ class Simulator:
 
     def simulate(self, structure, zone_axis, thickness: float | None = None) -> RepeatImage:
         """``structure``: a pymatgen Structure (e.g. ``Entry.structure``); ``zone_axis``: [u, v, w]."""
-        za, atoms, columns = describe(structure, tuple(zone_axis))
-        return self.simulate_atoms(atoms, columns, thickness, meta={"zone_axis": za.to_dict(),
-                                                                     "formula": structure.composition.reduced_formula})
+        atoms, columns, meta = _described(structure, zone_axis)
+        return self.simulate_atoms(atoms, columns, thickness, meta)
 
     def simulate_atoms(self, atoms: Atoms, columns: list[Column], thickness: float | None = None,
                        meta: dict | None = None) -> RepeatImage:
         cfg = self.config
-        thickness = thickness or cfg.thickness
         Lz = atoms.cell[2, 2]
-        nz = max(1, int(round(thickness / Lz)))
+        nz = _repeats(atoms, thickness or cfg.thickness)
         # the convolution image is linear in thickness: one cached repeat serves every thickness
         n_sim = nz if cfg.method == "multislice" else 1
         out = self._cached(atoms, columns, n_sim, meta)
@@ -235,24 +233,21 @@ class Simulator:
         """One image per thickness (Å, any order), for fitting a specimen's thickness. Multislice runs once,
         to the largest, and reads the others off exit planes on the way, so a series costs about what its
         thickest member does. Thicknesses are rounded to whole repeats, as in ``simulate``."""
-        za, atoms, columns = describe(structure, tuple(zone_axis))
-        meta = {"zone_axis": za.to_dict(), "formula": structure.composition.reduced_formula}
+        atoms, columns, meta = _described(structure, zone_axis)
         if self.config.method != "multislice":
             return [self.simulate_atoms(atoms, columns, float(t), meta) for t in thicknesses]
         Lz = atoms.cell[2, 2]
-        nzs = [max(1, int(round(float(t) / Lz))) for t in thicknesses]
+        nzs = [_repeats(atoms, float(t)) for t in thicknesses]
         nz = max(nzs)
         wanted = sorted(set(nzs))
         paths = None
         if self.cache_dir:
-            stem = self.cache_dir / f"{self.key(atoms)}-{nz}"
             # the thickest is the plain simulation of nz repeats: share its file with ``simulate``
-            paths = {k: stem.with_suffix(".npz") if k == nz else Path(f"{stem}@{k}.npz") for k in wanted}
+            paths = {k: self._cache_path(atoms, nz, None if k == nz else k) for k in wanted}
             if all(p.exists() for p in paths.values()):
                 images = {k: RepeatImage.load(p) for k, p in paths.items()}
                 return [images[k] for k in nzs]
-        meta = dict(meta)
-        meta.update(microscope=asdict(self.microscope), potential_sampling=self.sampling, repeats_along_beam=nz)
+        meta = self._provenance(meta, nz)
         images = {}
         for k, signals in zip(wanted, self._multislice(atoms, nz, wanted)):
             images[k] = RepeatImage(signals, (float(atoms.cell[0, 0]), float(atoms.cell[1, 1])), k * Lz, columns,
@@ -260,6 +255,15 @@ class Simulator:
             if paths:
                 self._save(images[k], paths[k])
         return [images[k] for k in nzs]
+
+    def _cache_path(self, atoms: Atoms, nz: int, exit_repeats: int | None = None) -> Path:
+        """Where the run of ``nz`` repeats is cached, or its exit plane after ``exit_repeats``."""
+        plane = "" if exit_repeats is None else f"@{exit_repeats}"
+        return self.cache_dir / f"{self.key(atoms)}-{nz}{plane}.npz"
+
+    def _provenance(self, meta: dict | None, nz: int) -> dict:
+        return dict(meta or {}) | {"microscope": asdict(self.microscope), "potential_sampling": self.sampling,
+                                   "repeats_along_beam": nz}
 
     @staticmethod
     def _save(image: RepeatImage, path: Path):
@@ -271,11 +275,10 @@ class Simulator:
     def _cached(self, atoms: Atoms, columns: list[Column], nz: int, meta: dict | None) -> RepeatImage:
         path = None
         if self.cache_dir:
-            path = self.cache_dir / f"{self.key(atoms)}-{nz}.npz"
+            path = self._cache_path(atoms, nz)
             if path.exists():
                 return RepeatImage.load(path)
-        meta = dict(meta or {})
-        meta.update(microscope=asdict(self.microscope), potential_sampling=self.sampling, repeats_along_beam=nz)
+        meta = self._provenance(meta, nz)
         if self.config.method == "multislice":
             signals = self._multislice(atoms, nz)
         else:
@@ -427,6 +430,17 @@ class Simulator:
 
     def _convolution(self, atoms: Atoms, nz: int) -> np.ndarray:
         return self.convolve(self.incoherent_object(atoms), self.probe_psf(atoms), nz * atoms.cell[2, 2])
+
+
+def _described(structure, zone_axis) -> tuple[Atoms, list[Column], dict]:
+    """The orthogonal repeat of ``structure`` along ``zone_axis``, its columns, and what a RepeatImage records of it."""
+    za, atoms, columns = describe(structure, tuple(zone_axis))
+    return atoms, columns, {"zone_axis": za.to_dict(), "formula": structure.composition.reduced_formula}
+
+
+def _repeats(atoms: Atoms, thickness: float) -> int:
+    """Whole repeats along the beam nearest ``thickness`` (Å), at least one."""
+    return max(1, int(round(thickness / atoms.cell[2, 2])))
 
 
 def _sampling(img: np.ndarray, cell: tuple[float, float]) -> tuple[float, float]:
