@@ -118,7 +118,7 @@ def test_a_multislice_thickness_series_reads_every_thickness_off_one_run(tmp_pat
 def test_multislice_column_intensities_are_converged_in_slice_thickness():
     """2 Å slices, cut per repeat (rocksalt [110]: one atomic layer per slice), give the column intensities
     of 0.5 Å slices within 1 %. Slicing the whole thickness evenly instead put both layers of a repeat into
-    one slice and was off by up to 21 % (Mn) and 30 % (O) at 200 mrad (README, Simulation)."""
+    one slice and was off by up to 21 % (Mn) and 31 % (O) at 200 mrad (bench/slicing.py)."""
     mno = build_bulk("rocksalt", {"A": "Mn", "X": "O"}, 4.445)
     values = []
     for st in (2.0, 0.5):
