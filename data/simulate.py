@@ -268,7 +268,7 @@ class Simulator:
     @staticmethod
     def _save(image: RepeatImage, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name[:-4] + ".tmp.npz")
+        tmp = path.with_suffix(".tmp.npz")
         image.save(tmp)
         tmp.rename(path)
 
@@ -296,9 +296,8 @@ class Simulator:
 
     def slices_per_repeat(self, atoms: Atoms) -> int:
         """Multislice cuts every repeat along the beam into this many equal slices (≤ ``slice_thickness``), so a
-        slice boundary falls on every repeat's boundary and an exit plane can read off whole repeats: a plane
-        inside a repeat would hold some columns' next atom and not others' (+17 % on half the columns of a
-        six-repeat rocksalt [110])."""
+        slice boundary falls on every repeat's boundary: an exit plane reads off whole repeats, and no slice
+        lumps two atomic layers that even slicing of the whole thickness would (bench/slicing.py)."""
         return max(1, int(np.ceil(atoms.cell[2, 2] / self.config.slice_thickness - 1e-9)))
 
     def _potential(self, atoms: Atoms, reps: tuple[int, int, int], gpts=None, exit_planes=None,
