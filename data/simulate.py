@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -268,9 +270,10 @@ class Simulator:
     @staticmethod
     def _save(image: RepeatImage, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # a name of this process's own: parallel jobs sharing the cache may write the same entry at once
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
         image.save(tmp)
-        tmp.rename(path)
+        os.replace(tmp, path)
 
     def _cached(self, atoms: Atoms, columns: list[Column], nz: int, meta: dict | None) -> RepeatImage:
         path = None

@@ -165,3 +165,30 @@ def test_atoms_object_makes_column_brightness_grow_with_its_atoms_like_multislic
     assert summed > 2.5 * ms  # 5.95
     with pytest.raises(ValueError, match="convolution_object"):
         SimulationConfig(convolution_object="voxels")
+
+
+def _save_many(path, n, barrier):
+    from data.simulate import RepeatImage
+
+    img = RepeatImage({"haadf": np.ones((8, 8), np.float32)}, (4.0, 4.0), 4.0, [], "convolution")
+    barrier.wait()
+    for _ in range(n):
+        Simulator._save(img, path)
+
+
+def test_parallel_jobs_can_write_the_same_cache_entry(tmp_path):
+    """Two processes (a dataset build's workers, two benchmark runs) writing one entry at once: before
+    each wrote a temporary file of its own, one of them could lose its file to the other's rename."""
+    import multiprocessing as mp
+
+    path = tmp_path / "entry-1.npz"
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_save_many, args=(path, 500, barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert [f.name for f in tmp_path.iterdir()] == [path.name]
+    np.testing.assert_array_equal(np.load(path)["signal_haadf"], 1.0)
