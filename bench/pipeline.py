@@ -1,6 +1,7 @@
 """Whole-pipeline benchmark (STEM2Mat-style tiers) on the library's test split, through infer.py's code path.
 
     python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N] [--like PARTS]
+                                   [--ids ID,ID,...|@FILE]
     python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed|multislice|...] [--limit N]
     python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
@@ -158,6 +159,11 @@ def build(args) -> None:
             raise SystemExit(f"--like {args.like}: " + (f"{len(missing)} of its samples lie beyond --per-tier/"
                                                        "--negatives/--limit" if like else "no samples there"))
         plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in like]
+    if args.ids:
+        unknown = args.ids - {f"{t}-{n:04d}" for t, n in plan}
+        if unknown:
+            raise SystemExit(f"--ids: {', '.join(sorted(unknown))} not in this plan (--per-tier/--negatives/--limit)")
+        plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in args.ids]
     parts = args.out.with_name(args.out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     if not args.assemble_only:
@@ -534,6 +540,13 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def ids_arg(text: str) -> set[str]:
+    """``A,B,...`` or ``@FILE`` with one id per line."""
+    if text.startswith("@"):
+        return {t.strip() for t in Path(text[1:]).read_text().split() if t.strip()}
+    return {t for t in text.split(",") if t}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -550,11 +563,13 @@ def main(argv=None) -> None:
     b.add_argument("--like", type=Path, metavar="PARTS",
                    help="only the samples found in PARTS, an earlier build's parts folder (to redo a set with "
                         "new fields or code: same ids and seeds, so same materials and conditions)")
+    b.add_argument("--ids", type=ids_arg, metavar="ID,ID,...|@FILE",
+                   help="only these samples (ids as tier1-0003; @FILE: one per line)")
     b.add_argument("--out", type=Path, default=DATA)
     r = sub.add_parser("run", help="run one variant over the set (resumable)")
     r.add_argument("--variant", default="full", choices=list(VARIANTS))
     r.add_argument("--limit", type=int)
-    r.add_argument("--ids", type=lambda t: set(t.split(",")), metavar="ID,ID,...",
+    r.add_argument("--ids", type=ids_arg, metavar="ID,ID,...|@FILE",
                    help="only these samples (e.g. to diagnose a few; the rest stay to do)")
     r.add_argument("--retrieval", help="retrieval weights (default: checkpoints/retrieval.pt; e.g. a run's, before --install)")
     r.add_argument("--index", help="the template index made with them (default: checkpoints/template_index.npz)")

@@ -57,6 +57,9 @@ def small_run(tmp_path_factory):
         tmp / "again", "--like", tmp / "set.parts")
     for f in sorted(tmp.glob("*-0000.npz")):
         f.rename(tmp / "set.parts" / f.name)
+    (tmp / "picked.ids").write_text("tier2-0000\nnegative-0000\n")
+    cli("build", "--method", "convolution", "--per-tier", "1", "--negatives", "1", "--size", "192", "--out",
+        tmp / "picked", "--ids", "@" + str(tmp / "picked.ids"))
     cli("run", "--data", data, "--results", results)
     first = (results / "set" / "full.jsonl").read_text()
     cli("run", "--data", data, "--results", results)  # resumes: nothing is redone
@@ -111,6 +114,24 @@ def test_build_like_resimulates_the_same_samples(small_run):
         assert (r["template_id"], r["zone_label"], r["dose"], r["pixel_size"]) == \
             (f["template_id"], f["zone_label"], f["dose"], f["pixel_size"])
         np.testing.assert_allclose(np.asarray(r["clean"]), np.asarray(f["clean"]), rtol=1e-5, atol=1e-6)
+
+
+def test_build_ids_simulates_only_the_named_samples(small_run):
+    from datasets import load_from_disk
+
+    _, results, _ = small_run
+    first, picked = load_from_disk(str(results.parent / "set")), load_from_disk(str(results.parent / "picked"))
+    assert sorted(picked["id"]) == ["negative-0000", "tier2-0000"]
+    by_id = {r["id"]: r for r in first}
+    for r in picked:
+        np.testing.assert_allclose(np.asarray(r["image"]), np.asarray(by_id[r["id"]]["image"]), rtol=1e-5, atol=1e-6)
+
+
+def test_build_ids_refuses_samples_beyond_the_plan(tmp_path):
+    r = subprocess.run([sys.executable, "bench/pipeline.py", "build", "--per-tier", "1", "--negatives", "1",
+                        "--ids", "tier1-0000,tier1-0007", "--out", tmp_path / "set"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "tier1-0007 not in this plan" in r.stderr and not (tmp_path / "set").exists()
 
 
 def test_build_like_refuses_samples_beyond_the_plan(tmp_path):
