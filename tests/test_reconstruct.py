@@ -322,3 +322,29 @@ def test_verify_prefers_the_right_candidate_and_rejects_noise(sim, srtio3_scene,
     noise = verify(srtio3_rec, np.random.default_rng(0).normal(size=sc.image.shape), PIXEL, sim)
     assert abs(noise.ncc) < 0.1 and noise.score < 0.2
     assert json.dumps(right.to_dict())
+
+
+def test_column_residuals_relative_to_the_brightest_column_ignore_faint_columns():
+    """Two bright and two faint columns; the simulation has the bright ones 10 % off in contrast.
+    Relative to the mean, the bright columns' residuals depend on whether the faint ones are counted
+    (the look-alike whose light columns are invisible gains); relative to the brightest fitted
+    column, much less."""
+    from types import SimpleNamespace
+
+    from model.verify import column_residuals
+
+    yy, xx = np.mgrid[:40, :80]
+    xs, heights = [10.0, 30.0, 50.0, 70.0], [10.0, 9.0, 1.0, 1.0]
+
+    def image(h):
+        return sum(a * np.exp(-((xx - x) ** 2 + (yy - 20.0) ** 2) / 8.0) for a, x in zip(h, xs))
+
+    observed, simulated = image(heights), image([11.0, 9.0, 1.0, 1.0])
+    rel = {}
+    for scale in ("mean", "brightest"):
+        for n in (2, 4):  # the faint columns invisible / visible
+            labels = SimpleNamespace(visible=np.arange(4) < n, pixel_size=0.1, x_px=np.array(xs), y_px=np.full(4, 20.0))
+            rel[scale, n] = column_residuals(observed, simulated, labels, scale=scale)[:2]
+    bright_shift = np.abs(rel["brightest", 4] - rel["brightest", 2]).max()
+    mean_shift = np.abs(rel["mean", 4] - rel["mean", 2]).max()
+    assert mean_shift > 0.02 and bright_shift < mean_shift / 2
