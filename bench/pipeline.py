@@ -152,18 +152,20 @@ def build(args) -> None:
     # round robin over the tiers, so that --limit N is a smaller set of the same make-up
     plan = [(t, n) for n in range(max(counts.values())) for t in counts if n < counts[t]]
     plan = plan[:args.limit] if args.limit else plan
+    selections = []  # (flag, the sample ids it keeps)
     if args.like:  # the samples of an earlier build, simulated afresh: same ids, so same draws
         like = {f.name[:-len(".npz")] for f in args.like.glob("*-[0-9][0-9][0-9][0-9].npz")}
-        missing = like - {f"{t}-{n:04d}" for t, n in plan}
-        if not like or missing:
-            raise SystemExit(f"--like {args.like}: " + (f"{len(missing)} of its samples lie beyond --per-tier/"
-                                                       "--negatives/--limit" if like else "no samples there"))
-        plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in like]
+        if not like:
+            raise SystemExit(f"--like {args.like}: no samples there")
+        selections.append((f"--like {args.like}", like))
     if args.ids:
-        unknown = args.ids - {f"{t}-{n:04d}" for t, n in plan}
+        selections.append(("--ids", args.ids))
+    for flag, wanted in selections:
+        unknown = wanted - {f"{t}-{n:04d}" for t, n in plan}
         if unknown:
-            raise SystemExit(f"--ids: {', '.join(sorted(unknown))} not in this plan (--per-tier/--negatives/--limit)")
-        plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in args.ids]
+            raise SystemExit(f"{flag}: {', '.join(sorted(unknown))} not in this plan: they lie beyond "
+                             "--per-tier/--negatives/--limit")
+        plan = [(t, n) for t, n in plan if f"{t}-{n:04d}" in wanted]
     parts = args.out.with_name(args.out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     if not args.assemble_only:

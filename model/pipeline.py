@@ -66,7 +66,8 @@ class Options:
     symmetry: bool = True  # False: the lattice is refined as triclinic, the space group left to chance (ablation)
     # Re-verify up to this many of the best accepted candidates by full multislice (0: off), those within
     # ``multislice_margin`` × the best score; the one multislice explains best is kept. The convolution
-    # path misjudges column intensities by ~10 % (bench/column_sigma.py): enough to prefer EuTe to LaBi.
+    # path misjudges column intensities by ~9 % of the brightest column (bench/column_sigma.py): enough to
+    # prefer EuTe to LaBi.
     multislice_k: int = 0
     multislice_margin: float = 0.75
     # Thicknesses (Å) the re-check tries, each contender scored at its best (one multislice run to the
