@@ -1,7 +1,7 @@
 """Whole-pipeline benchmark (STEM2Mat-style tiers) on the library's test split, through infer.py's code path.
 
     python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N] [--like PARTS]
-                                   [--ids ID,ID,...|@FILE]
+                                   [--ids ID,ID,...|@FILE] [--amorphous-method convolution]
     python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed|multislice|...] [--limit N]
     python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
@@ -17,6 +17,10 @@ columns (``datasets/bench-pipeline``). Tiers:
 - ``negative``: detector noise and amorphous Si/C/Ge, 1e3-1e5 (false acceptance).
 
 Every sample has its own zone axis, pixel size (0.06-0.15 Å), in-plane rotation, thickness and noise.
+An amorphous negative is a 30 x 30 Å cell with no shorter repeat, which multislice must scan whole (about
+12,500 probe positions, each through a 30 x 30 Å potential, against a few hundred through 10 x 10 Å for a
+small crystal repeat; one ran 10 CPU minutes here without finishing). ``--amorphous-method convolution``
+simulates those alone with the convolution path; each sample records its ``method``.
 ``run`` sends each image through ``Pipeline.run`` exactly as infer.py does (relaxation off), one JSON
 line per sample in ``bench/results/<set>/<variant>.jsonl`` (an accepted sample's reconstruction as CIF
 under ``cif``); a rerun resumes. ``eform`` relaxes every accepted crystal's reconstruction and its ground
@@ -37,13 +41,15 @@ embedding's first candidate is kept), ``elements`` (the truth's elements as the 
 refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
 retrieval over simulated templates, every atom on one plane in a P1 cell), ``multislice`` (``full`` with
 ``--multislice-k 3``: the close contenders re-verified by full multislice), ``multislice-thickness``
-(``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å).
+(``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice40`` (``full`` with
+40 lattice candidates instead of 10: the truth's lattice often fits but ranks beyond the first 10).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import time
 import warnings
@@ -61,7 +67,7 @@ DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 # Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
-            "seed": {"seed": True}, "multislice": {"multislice_k": 3},
+            "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice40": {"lattice_k": 40},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
 
@@ -102,22 +108,24 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
     f = parts / f"{tier}-{n:04d}.npz"
     if f.is_file():
         return f.name
-    if args.method not in _SIM:
+    amorphous = tier == "negative" and n % 2 == 1
+    method = (args.amorphous_method or args.method) if amorphous else args.method
+    if method not in _SIM:
         if args.workers > 1:  # parallel over samples: no nested thread pools inside each process
             import dask
 
             dask.config.set(scheduler="synchronous")
-        _SIM[args.method] = Simulator(config=SimulationConfig(method=args.method), cache_dir=".cache/repeats")
-    sim = _SIM[args.method]
+        _SIM[method] = Simulator(config=SimulationConfig(method=method), cache_dir=".cache/repeats")
+    sim = _SIM[method]
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
     rng = np.random.default_rng([args.seed, list(TIERS).index(tier), n])
     lo, hi = TIERS[tier]
     dose = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     shape = (args.size, args.size)
-    meta = {"id": f"{tier}-{n:04d}", "tier": tier, "dose": dose, "method": args.method}
+    meta = {"id": f"{tier}-{n:04d}", "tier": tier, "dose": dose, "method": method}
     clean, columns = np.zeros(shape, np.float32), np.zeros((0, 2), np.float32)
     if tier == "negative":
-        if n % 2 == 0:
+        if not amorphous:
             img, px, kind = noise_only(rng, ranges, shape), float(rng.uniform(*ranges.pixel_size)), "noise"
         else:
             el = ("Si", "C", "Ge")[(n // 2) % 3]
@@ -133,7 +141,7 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
         meta.update(kind="crystal", template_id=entry.id, zone_axis=[int(v) for v in za["uvw"]],
                     zone_label=za["label"], truth_cif=entry.structure.to(fmt="cif"), thickness=float(s.thickness))
     meta["pixel_size"] = float(px)
-    tmp = f.with_suffix(".tmp.npz")
+    tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")  # builds sharing a parts folder never share a file
     # the clean image and the visible columns (Å, image frame) score the denoiser inside the harness
     np.savez(tmp, image=img.astype(np.float32), clean=np.asarray(clean, np.float32),
              columns=columns.astype(np.float32), meta=json.dumps(meta))
@@ -170,7 +178,8 @@ def build(args) -> None:
     parts.mkdir(parents=True, exist_ok=True)
     if not args.assemble_only:
         (parts / "config.json").write_text(json.dumps({k: v for k, v in vars(args).items()
-                                                       if k not in ("workers", "assemble_only")}, default=str))
+                                                       if k not in ("workers", "assemble_only")},
+                                                      default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
     desc = f"simulating ({args.method})"
     if args.assemble_only:  # a build cut short (a job's time limit): the set is what was simulated
         plan = [(t, n) for t, n in plan if (parts / f"{t}-{n:04d}.npz").is_file()]
@@ -441,6 +450,27 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def paired_with_full(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each variant against ``full`` on the samples both ran: a variant run on part of the set (a slow
+    ablation on a subset) is then compared like for like, not against ``full`` on other images."""
+    full = {r["id"]: r for r in runs.get("full", [])}
+    out = {}
+    for v, rows in runs.items():
+        shared = [(r, full[r["id"]]) for r in rows if r["id"] in full]
+        if v == "full" or not shared:
+            continue
+        crystals = [(r, f) for r, f in shared if r["kind"] == "crystal"]
+        negs = [(r, f) for r, f in shared if r["kind"] != "crystal"]
+        rate = lambda pairs, i, key: float(np.mean([p[i][key] for p in pairs])) if pairs else None  # noqa: E731
+        out[v] = {"crystals": len(crystals), "success": rate(crystals, 0, "success"),
+                  "full_success": rate(crystals, 1, "success"), "negatives": len(negs),
+                  "false_acceptance": rate(negs, 0, "accepted"), "full_false_acceptance": rate(negs, 1, "accepted"),
+                  # the crystals only one of the two matched, by id: what the ablation changed
+                  "only_variant": sorted(r["id"] for r, f in crystals if r["success"] and not f["success"]),
+                  "only_full": sorted(r["id"] for r, f in crystals if f["success"] and not r["success"])}
+    return out
+
+
 def plot(runs: dict[str, list[dict]], out: Path) -> None:
     """success_vs_dose.png (one panel per crystal tier, quantile dose bins) and lattice_error_hist.png
     (successful matches) under ``out``, one line style per variant."""
@@ -519,7 +549,9 @@ def report(args) -> None:
         plot(runs, folder / "plots")
     parts = args.data.with_name(args.data.name + ".parts") / "config.json"
     info = json.loads(parts.read_text()) if parts.is_file() else {}
-    (args.results / f"{args.data.name}.json").write_text(json.dumps({"set": info, "variants": results}, indent=1) + "\n")
+    paired = paired_with_full(runs)
+    (args.results / f"{args.data.name}.json").write_text(json.dumps({"set": info, "variants": results,
+                                                                      "paired_with_full": paired}, indent=1) + "\n")
     pct = lambda x: "–" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     err = lambda x: "–" if x is None else f"{100 * x:.2f} %"  # noqa: E731
     mev = lambda x: "–" if x is None else f"{1000 * x:.1f}"  # noqa: E731
@@ -527,17 +559,24 @@ def report(args) -> None:
     cols = lambda m: "–" if m.get("column_f1") is None else f"{m['column_f1']:.3f} / {m['column_rmse_pm']:.1f}"  # noqa: E731
     lines = ["| variant | tier | n | success | accepted | retrieval top-1 / top-5 | truth verified | "
              "space group kept | median lattice err. | false acceptance | "
-             "E_form MAE (matched / all accepted), meV/atom | column F1 / RMSE (pm) | PSNR (dB) | s/image |",
+             "E_form MAE (matched / all accepted), meV/atom (n scored) | column F1 / RMSE (pm) | PSNR (dB) | s/image |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, by_tier in results.items():
         for t, m in by_tier.items():
-            ef = f"{mev(m['eform_mae_success'])} / {mev(m['eform_mae_accepted'])}" if "eform_n" in m else "–"
+            ef = (f"{mev(m['eform_mae_success'])} / {mev(m['eform_mae_accepted'])} ({m['eform_n']})"
+                  if "eform_n" in m else "–")
             lines.append(f"| {v} | {t} | {m['samples']} | {pct(m.get('success_rate'))} | {pct(m.get('accepted_rate'))} | "
                          f"{pct(m.get('retrieval_top1'))} / {pct(m.get('retrieval_top5'))} | "
                          f"{pct(m.get('truth_offered'))} | {pct(m.get('symmetry_kept'))} | "
                          f"{err(m.get('median_lattice_error'))} | "
                          f"{pct(m.get('false_acceptance'))} | {ef} | {cols(m)} | {db(m.get('psnr'))} | "
                          f"{m['seconds'].get('total', 0):.1f} |")
+    if paired:
+        lines += ["", "Each variant against `full` on the samples both ran:", "",
+                  "| variant | crystals | success | `full` on them | negatives | false acceptance | `full` on them |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {v} | {p['crystals']} | {pct(p['success'])} | {pct(p['full_success'])} | {p['negatives']} | "
+                  f"{pct(p['false_acceptance'])} | {pct(p['full_false_acceptance'])} |" for v, p in paired.items()]
     (args.results / f"{args.data.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -556,6 +595,9 @@ def main(argv=None) -> None:
     b.add_argument("--per-tier", type=int, default=60)
     b.add_argument("--negatives", type=int, default=20)
     b.add_argument("--method", default="multislice", choices=["multislice", "convolution"])
+    b.add_argument("--amorphous-method", choices=["multislice", "convolution"],
+                   help="the amorphous negatives' simulation (default: --method). Their 30 x 30 Å cell has no "
+                        "short repeat, so multislice scans all of it")
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--seed", type=int, default=8)
     b.add_argument("--limit", type=int)

@@ -198,3 +198,32 @@ def test_eform_rows_of_an_earlier_runs_cifs_are_neither_resumed_nor_reported():
     eform = [{"id": "a", "cif_sha": digest("data_old")}, {"id": "b", "cif_sha": digest("data_b")},
              {"id": "c"}, {"id": "a"}]  # rows without a digest predate it: nothing ties them to a CIF
     assert [r["id"] for r in bench["current_eform"](run, eform)] == ["b"]
+
+
+def test_variants_are_compared_with_full_on_the_samples_both_ran():
+    def row(i, kind="crystal", success=False, accepted=False):
+        return {"id": i, "kind": kind, "success": success, "accepted": accepted}
+
+    full = [row("a", success=True), row("b"), row("c", success=True), row("n", "noise")]
+    # the ablation ran on a subset: c (matched by full) is not in it and must not count against it
+    ablation = [row("a"), row("b", success=True), row("n", "noise", accepted=True)]
+    p = bench["paired_with_full"]({"full": full, "no-loop": ablation, "empty": []})
+    assert set(p) == {"no-loop"}
+    q = p["no-loop"]
+    assert (q["crystals"], q["success"], q["full_success"]) == (2, 0.5, 0.5)
+    assert (q["negatives"], q["false_acceptance"], q["full_false_acceptance"]) == (1, 1.0, 0.0)
+    assert (q["only_variant"], q["only_full"]) == (["b"], ["a"])
+
+
+def test_amorphous_negatives_can_take_the_convolution_path(tmp_path):
+    from datasets import load_from_disk
+
+    r = subprocess.run([sys.executable, "bench/pipeline.py", "build", "--per-tier", "0", "--negatives", "2",
+                        "--size", "128", "--amorphous-method", "convolution", "--out", tmp_path / "set"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row["id"]: row for row in load_from_disk(str(tmp_path / "set"))}
+    assert rows["negative-0001"]["kind"].startswith("amorphous-") and rows["negative-0001"]["method"] == "convolution"
+    assert rows["negative-0000"]["kind"] == "noise" and rows["negative-0000"]["method"] == "multislice"
+    assert np.asarray(rows["negative-0001"]["clean"]).std() > 0  # an amorphous specimen, not a blank
+    assert not list((tmp_path / "set.parts").glob("*.tmp.npz"))
