@@ -28,8 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
     p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
-    p.add_argument("--lattice-k", type=int, default=10,
-                   help="more candidates: the best-embedded templates whose lattice fits the image's (0: none)")
+    p.add_argument("--lattice-k", type=int, default=40,
+                   help="more candidates: templates whose lattice fits the image's, half of them the best-embedded, "
+                        "half the closest in lattice (0: none)")
     p.add_argument("--multislice-k", type=int, default=0,
                    help="re-verify up to this many close candidates by full multislice (10 s to minutes each on 2 cores; default 0: off)")
     p.add_argument("--multislice-thicknesses", metavar="T1,T2,...",

@@ -35,14 +35,15 @@ and where ``eform`` ran, the formation-energy MAE over matched and over all acce
 (success rate vs dose per tier, lattice-error histogram per variant) go to ``bench/results/<set>/plots/``.
 
 Variants: ``full`` (infer.py's defaults: pixel size given, closed loop over the top 10 by embedding
-and 10 more whose lattice fits), ``no-pixel`` (pixel size estimated), ``top1`` (no closed loop: the
+and up to 40 more whose lattice fits), ``no-pixel`` (pixel size estimated), ``top1`` (no closed loop: the
 embedding's first candidate is kept), ``elements`` (the truth's elements as the --elements hint),
 ``no-denoiser`` (a Gaussian smoothing instead of the learned denoiser), ``no-symmetry`` (the cell
 refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
 retrieval over simulated templates, every atom on one plane in a P1 cell), ``multislice`` (``full`` with
 ``--multislice-k 3``: the close contenders re-verified by full multislice), ``multislice-thickness``
-(``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice40`` (``full`` with
-40 lattice candidates instead of 10: the truth's lattice often fits but ranks beyond the first 10).
+(``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice10`` (``full`` with
+10 lattice candidates instead of 40, the default until the benchmark showed the truth's lattice often fits
+but ranks beyond the first 10).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 # Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
-            "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice40": {"lattice_k": 40},
+            "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
 
@@ -115,7 +116,9 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
             import dask
 
             dask.config.set(scheduler="synchronous")
-        _SIM[method] = Simulator(config=SimulationConfig(method=method), cache_dir=".cache/repeats")
+        # the cache key leaves out the device, so repeats simulated on a GPU serve a CPU rebuild
+        device = args.device if method == "multislice" else "cpu"
+        _SIM[method] = Simulator(config=SimulationConfig(method=method, device=device), cache_dir=args.cache)
     sim = _SIM[method]
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
     rng = np.random.default_rng([args.seed, list(TIERS).index(tier), n])
@@ -152,7 +155,6 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
 def build(args) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from datasets import Array2D, Dataset, Features, Sequence, Value
     from tqdm import tqdm
 
     pools = tier_pools()
@@ -178,9 +180,12 @@ def build(args) -> None:
     parts.mkdir(parents=True, exist_ok=True)
     if not args.assemble_only:
         (parts / "config.json").write_text(json.dumps({k: v for k, v in vars(args).items()
-                                                       if k not in ("workers", "assemble_only")},
+                                                       if k not in ("workers", "assemble_only", "simulate_only",
+                                                                    "device", "cache")},
                                                       default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
     desc = f"simulating ({args.method})"
+    if args.assemble_only and args.simulate_only:
+        raise SystemExit("--assemble-only and --simulate-only exclude each other")
     if args.assemble_only:  # a build cut short (a job's time limit): the set is what was simulated
         plan = [(t, n) for t, n in plan if (parts / f"{t}-{n:04d}.npz").is_file()]
     elif args.workers > 1:
@@ -191,6 +196,10 @@ def build(args) -> None:
     else:
         for t, n in tqdm(plan, desc=desc):
             make_sample(args, t, n, pools, parts)
+    if args.simulate_only:
+        return
+    from datasets import Array2D, Dataset, Features, Sequence, Value
+
     features = Features({"id": Value("string"), "tier": Value("string"), "kind": Value("string"),
                          "image": Array2D((args.size, args.size), "float32"), "pixel_size": Value("float32"),
                          "dose": Value("float32"), "method": Value("string"), "template_id": Value("string"),
@@ -604,6 +613,12 @@ def main(argv=None) -> None:
     b.add_argument("--workers", type=int, default=1, help="processes simulating samples in parallel")
     b.add_argument("--assemble-only", action="store_true",
                    help="write the dataset from the samples simulated so far, simulating nothing")
+    b.add_argument("--simulate-only", action="store_true",
+                   help="simulate the samples (parts and repeat cache) without writing the dataset: for a machine "
+                        "that lacks `datasets`, or whose cache is carried back to rebuild the set elsewhere")
+    b.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="where abTEM runs multislice (gpu: CuPy; the repeat cache serves either)")
+    b.add_argument("--cache", type=Path, default=Path(".cache/repeats"), help="the simulator's repeat cache")
     b.add_argument("--like", type=Path, metavar="PARTS",
                    help="only the samples found in PARTS, an earlier build's parts folder (to redo a set with "
                         "new fields or code: same ids and seeds, so same materials and conditions)")

@@ -95,6 +95,9 @@ class SimulationConfig:
     convolution_blur: float | None = None  # Å
     convolution_scale: float | None = None  # detector fraction per unit object per Å of thickness
     seed: int = 0
+    # where abTEM runs multislice: "gpu" needs CuPy. Not part of the cache key: a run on either device
+    # gives the same images to float32 rounding, so their caches serve each other.
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.method not in ("multislice", "convolution"):
@@ -102,6 +105,8 @@ class SimulationConfig:
         bad = set(self.signals) - set(SIGNALS)
         if bad:
             raise ValueError(f"unknown signals {sorted(bad)}; choose from {SIGNALS}")
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"simulation device must be 'cpu' or 'gpu', got {self.device!r}")
         if self.method == "convolution" and set(self.signals) != {"haadf"}:
             raise ValueError("the convolution path models incoherent HAADF only; ABF/iDPC need method: multislice")
         if self.thickness <= 0 or self.slice_thickness <= 0:
@@ -119,6 +124,7 @@ class SimulationConfig:
         their first values, and the ``summed`` object keeps the key it had before ``convolution_object``
         existed: caches made before it stay valid."""
         d = asdict(self)
+        del d["device"]
         if self.method == "multislice":
             d.update({f"convolution_{k}": v for k, v in CONVOLUTION_FIT["summed"].items()})
             d["slicing"] = "per-repeat"  # ``Simulator.slices_per_repeat``; caches from before it sliced evenly
@@ -331,9 +337,6 @@ class Simulator:
         reps = (int(np.ceil(cfg.min_lateral_extent / Lx)), int(np.ceil(cfg.min_lateral_extent / Ly)), nz)
         per_repeat = self.slices_per_repeat(atoms)
         planes = None if exit_repeats is None else tuple(k * per_repeat - 1 for k in exit_repeats)
-        potential = self._potential(atoms, reps, exit_planes=planes, repeat_slices=True)
-        probe = mic.probe()
-        probe.grid.match(potential)
         step = cfg.scan_sampling or 0.9 * abtem.transfer.nyquist_sampling(mic.semiangle, mic.energy)
         gpts = (int(np.ceil(Lx / step)), int(np.ceil(Ly / step)))
         scan = abtem.GridScan(start=(0, 0), end=(Lx, Ly), gpts=gpts, endpoint=False)
@@ -343,10 +346,16 @@ class Simulator:
         if "idpc" in cfg.signals:
             detectors["idpc"] = abtem.SegmentedDetector(1, 4, *mic.dpc)
         names = [k for k in detectors if k in cfg.signals or k == "haadf"]
-        measurements = probe.scan(potential, scan=scan, detectors=[detectors[k] for k in names])
-        if not isinstance(measurements, list):
-            measurements = abtem.array.ComputableList([measurements])
-        results = measurements.compute(progress_bar=False)  # one multislice pass for all detectors
+        with abtem.config.set({"device": cfg.device}):  # potential, probe and waves all on that device
+            potential = self._potential(atoms, reps, exit_planes=planes, repeat_slices=True)
+            probe = mic.probe()
+            probe.grid.match(potential)
+            measurements = probe.scan(potential, scan=scan, detectors=[detectors[k] for k in names])
+            if not isinstance(measurements, list):
+                measurements = abtem.array.ComputableList([measurements])
+            results = measurements.compute(progress_bar=False)  # one multislice pass for all detectors
+            if cfg.device == "gpu":
+                results = [m.to_cpu() for m in results]
         out = {}
         shape = self._output_shape(atoms)
         for name, m in zip(names, results):

@@ -79,8 +79,8 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
     for r in rows:
         assert r["timings"]["total"] > 0
         if r["kind"] == "crystal":
-            # ranks: the embedding's top 10, then up to 10 lattice fits
-            assert r["truth"] and (r["truth_rank"] is None or 1 <= r["truth_rank"] <= 20)
+            # ranks: the embedding's top 10, then up to 40 lattice fits
+            assert r["truth"] and (r["truth_rank"] is None or 1 <= r["truth_rank"] <= 50)
             assert r["offered"] == (r["truth_rank"] is not None)
             assert r["success"] is False or (r["accepted"] and r["rmsd"] is not None and r["lattice_error"] < 0.05)
             # the denoiser's share: every crystal's detected columns and denoised image against its truth
@@ -227,3 +227,23 @@ def test_amorphous_negatives_can_take_the_convolution_path(tmp_path):
     assert rows["negative-0000"]["kind"] == "noise" and rows["negative-0000"]["method"] == "multislice"
     assert np.asarray(rows["negative-0001"]["clean"]).std() > 0  # an amorphous specimen, not a blank
     assert not list((tmp_path / "set.parts").glob("*.tmp.npz"))
+
+
+def test_simulate_only_leaves_parts_and_cache_for_a_later_assembly(tmp_path):
+    from datasets import load_from_disk
+
+    def build(*extra):
+        return subprocess.run([sys.executable, "bench/pipeline.py", "build", "--per-tier", "0", "--negatives", "2",
+                               "--size", "128", "--amorphous-method", "convolution", "--out", tmp_path / "set",
+                               "--cache", tmp_path / "cache", *extra], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+
+    r = build("--simulate-only", "--assemble-only")
+    assert r.returncode != 0 and "exclude each other" in r.stderr
+    r = build("--simulate-only")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(f.name for f in (tmp_path / "set.parts").glob("*.npz")) == ["negative-0000.npz", "negative-0001.npz"]
+    assert list((tmp_path / "cache").glob("*.npz")) and not (tmp_path / "set").exists()
+    r = build("--assemble-only")  # e.g. where `datasets` is installed, from parts made elsewhere
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(load_from_disk(str(tmp_path / "set"))["id"]) == ["negative-0000", "negative-0001"]

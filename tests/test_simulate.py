@@ -1,4 +1,6 @@
 """Real abTEM simulations on tiny grids: column labels, detector limits, the cheap path, caching."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -192,3 +194,20 @@ def test_parallel_jobs_can_write_the_same_cache_entry(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert [f.name for f in tmp_path.iterdir()] == [path.name]
     np.testing.assert_array_equal(np.load(path)["signal_haadf"], 1.0)
+
+
+def test_the_simulation_device_is_checked_and_left_out_of_the_cache_key(srtio3, tmp_path):
+    from data.simulate import _described
+
+    with pytest.raises(ValueError, match="device"):
+        SimulationConfig(device="tpu")
+    atoms, _, _ = _described(srtio3, (1, 0, 0))
+    kw = dict(method="multislice", thickness=12.0, sampling=0.08, min_lateral_extent=7.0)
+    cpu, gpu = (Simulator(SMALL_MIC, SimulationConfig(device=d, **kw), tmp_path) for d in ("cpu", "gpu"))
+    # repeats simulated on a GPU serve a CPU rebuild of the same set, and the other way round
+    assert cpu.key(atoms) == gpu.key(atoms)
+    assert cpu.key(atoms) != Simulator(SMALL_MIC, SimulationConfig(**{**kw, "slice_thickness": 1.0})).key(atoms)
+    if importlib.util.find_spec("cupy") is None:  # no GPU stack: a clear error, and nothing cached
+        with pytest.raises(RuntimeError, match="CuPy"):
+            gpu.simulate(srtio3, (1, 0, 0))
+        assert not list(tmp_path.iterdir())
