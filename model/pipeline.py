@@ -53,9 +53,9 @@ def lattice_prior_sigma(reconstruction, pixel_size_error: float) -> float:
 @dataclass
 class Options:
     top_k: int = 10  # candidates by embedding score
-    # more: templates whose projected lattice fits the image's. 40, not 10: the truth's lattice often fits but
-    # ranks beyond the first 10 (bench/pipeline.py's lattice40 variant: 62 % against 57 %), and the
-    # refusal threshold calibrated at 40 stays where it was (bench/results/calibration_lattice40.json)
+    # more: templates whose projected lattice fits the image's. 40, not 10: the truth's lattice often fits
+    # but ranks beyond the first 10 (62 % against 57 % of 77 crystals, bench/results/bench-pipeline-lattice10.md),
+    # and the refusal threshold calibrated at 40 stays where it was (bench/results/calibration_lattice40.json)
     lattice_k: int = 40
     elements: list[str] | None = None
     pixel_size_error: float = 0.01  # relative 1σ of a given pixel size (calibration, and the sample's own strain)
