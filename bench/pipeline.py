@@ -65,6 +65,7 @@ RESULTS = Path("bench/results")  # <set name>/<variant>.jsonl, <set name>.md, <s
 TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolayer": (5e3, 1e5),
          "negative": (1e3, 1e5)}
 DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
+DOSE_BANDS = (1e3, 5e3, 2e4, 1e5)  # success by dose across tiers: the tiers' own ranges overlap
 # Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
@@ -459,6 +460,33 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def outcomes(rows: list[dict], top: int = 15) -> dict:
+    """Where the crystals went: matched, never offered to the loop (retrieval), offered but refused,
+    or offered and another kept; which wrong templates were kept instead of which truths; success
+    by dose band. A wrong template of the truth's own composition (a monolayer taken for its bulk,
+    a polymorph) is counted apart: only thickness or stacking tells those apart."""
+    from collections import Counter
+
+    crystals = [r for r in rows if r["kind"] == "crystal"]
+    wrong = [r for r in crystals if r["accepted"] and not r["success"]]
+    formula = lambda tid: (tid or "").split("-")[0]  # noqa: E731 - library ids are <formula>-<prototype>[-1L]
+    bands = {}
+    for lo, hi in zip(DOSE_BANDS[:-1], DOSE_BANDS[1:]):
+        rs = [r for r in crystals if lo <= r["dose"] < hi or (hi == DOSE_BANDS[-1] and r["dose"] == hi)]
+        bands[f"{lo:.0e}-{hi:.0e}"] = {"n": len(rs), "success": float(np.mean([r["success"] for r in rs])) if rs else None}
+    return {"crystals": len(crystals), "success": sum(r["success"] for r in crystals),
+            # a match through another library entry of the same structure counts as a match, not here
+            "not_offered": sum(r["truth_rank"] is None and not r["success"] for r in crystals),
+            "not_offered_accepted": sum(r["truth_rank"] is None and r["accepted"] for r in crystals),
+            "offered_refused": sum(r["truth_rank"] is not None and not r["accepted"] for r in crystals),
+            "offered_other_kept": sum(r["truth_rank"] is not None and r["accepted"] and not r["success"]
+                                      for r in crystals),
+            "wrong_same_composition": sum(formula(r["truth"]) == formula(r["template"]) for r in wrong),
+            "confusions": [{"truth": t, "kept": k, "n": n}
+                           for (t, k), n in Counter((r["truth"], r["template"]) for r in wrong).most_common(top)],
+            "success_by_dose": bands}
+
+
 def paired_with_full(runs: dict[str, list[dict]]) -> dict[str, dict]:
     """Each variant against ``full`` on the samples both ran: a variant run on part of the set (a slow
     ablation on a subset) is then compared like for like, not against ``full`` on other images."""
@@ -559,8 +587,10 @@ def report(args) -> None:
     parts = args.data.with_name(args.data.name + ".parts") / "config.json"
     info = json.loads(parts.read_text()) if parts.is_file() else {}
     paired = paired_with_full(runs)
+    fates = {v: outcomes(rows) for v, rows in runs.items()}
     (args.results / f"{args.data.name}.json").write_text(json.dumps({"set": info, "variants": results,
-                                                                      "paired_with_full": paired}, indent=1) + "\n")
+                                                                      "paired_with_full": paired,
+                                                                      "outcomes": fates}, indent=1) + "\n")
     pct = lambda x: "–" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     err = lambda x: "–" if x is None else f"{100 * x:.2f} %"  # noqa: E731
     mev = lambda x: "–" if x is None else f"{1000 * x:.1f}"  # noqa: E731
@@ -586,6 +616,22 @@ def report(args) -> None:
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {v} | {p['crystals']} | {pct(p['success'])} | {pct(p['full_success'])} | {p['negatives']} | "
                   f"{pct(p['false_acceptance'])} | {pct(p['full_false_acceptance'])} |" for v, p in paired.items()]
+    fates = {v: o for v, o in fates.items() if o["crystals"]}
+    if fates:
+        bands = list(next(iter(fates.values()))["success_by_dose"])
+        lines += ["", "Where the crystals went (the truth *offered* = among the candidates the loop verified):", "",
+                  "| variant | crystals | matched | truth not offered (of which accepted) | offered, refused | "
+                  "offered, another kept | wrong kept of the truth's composition | "
+                  + " | ".join(f"success at {b} e/Å² (n)" for b in bands) + " |",
+                  "|---|---|---|---|---|---|---|" + "---|" * len(bands)]
+        for v, o in fates.items():
+            by_dose = " | ".join(f"{pct(d['success'])} ({d['n']})" for d in o["success_by_dose"].values())
+            lines.append(f"| {v} | {o['crystals']} | {o['success']} | {o['not_offered']} ({o['not_offered_accepted']}) | "
+                         f"{o['offered_refused']} | {o['offered_other_kept']} | {o['wrong_same_composition']} | {by_dose} |")
+        for v in ("full", "elements"):
+            if fates.get(v, {}).get("confusions"):
+                lines += ["", f"`{v}`: wrong crystals kept most often (truth → kept, samples):", "",
+                          ", ".join(f"{c['truth']} → {c['kept']} {c['n']}" for c in fates[v]["confusions"][:10])]
     (args.results / f"{args.data.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

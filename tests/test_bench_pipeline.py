@@ -215,6 +215,27 @@ def test_variants_are_compared_with_full_on_the_samples_both_ran():
     assert (q["only_variant"], q["only_full"]) == (["b"], ["a"])
 
 
+def test_outcomes_count_where_each_crystal_went():
+    def row(i, truth, kept, rank, accepted, success, dose=1e4, kind="crystal"):
+        return {"id": i, "kind": kind, "truth": truth, "template": kept, "truth_rank": rank,
+                "accepted": accepted, "success": success, "dose": dose}
+
+    rows = [row("a", "MgO-rocksalt", "MgO-rocksalt", 3, True, True, 1e3),
+            row("b", "MgO-rocksalt", "TiFe-cscl", 12, True, False),
+            row("c", "MgO-rocksalt", "TiFe-cscl", None, True, False),  # never offered, something else kept
+            row("d", "NiTe2-mx2_1t-1L", "NiTe2-cdi2", 1, True, False, 1e5),
+            row("e", "SnS2-cdi2", None, None, False, False),
+            row("f", "Si-diamond", None, 4, False, False, 4e4),
+            row("n", None, None, None, False, False, kind="noise")]
+    o = bench["outcomes"](rows)
+    assert (o["crystals"], o["success"], o["not_offered"], o["not_offered_accepted"]) == (6, 1, 2, 1)
+    assert (o["offered_refused"], o["offered_other_kept"], o["wrong_same_composition"]) == (1, 2, 1)
+    # every crystal lands in exactly one fate
+    assert o["success"] + o["not_offered"] + o["offered_refused"] + o["offered_other_kept"] == o["crystals"]
+    assert o["confusions"][0] == {"truth": "MgO-rocksalt", "kept": "TiFe-cscl", "n": 2}
+    assert [(d["n"], d["success"]) for d in o["success_by_dose"].values()] == [(1, 1.0), (3, 0.0), (2, 0.0)]
+
+
 def test_amorphous_negatives_can_take_the_convolution_path(tmp_path):
     from datasets import load_from_disk
 
