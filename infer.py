@@ -1,6 +1,7 @@
 """One atomic-resolution STEM image in, a relaxed crystal structure out.
 
-    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--elements Sr,Ti,O] [--out DIR]
+    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--elements Sr,Ti,O]
+                    [--specimen bulk|monolayer] [--out DIR]
                     [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
@@ -26,6 +27,9 @@ def parse_args(argv=None):
                    help="relative 1σ of the pixel size (default 0.01): how far a candidate's tabulated lattice "
                         "may be from the one measured")
     p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
+    p.add_argument("--specimen", choices=["bulk", "monolayer"],
+                   help="what the specimen is, when known: a monolayer and its bulk crystal project alike "
+                        "(default: either)")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
     p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
     p.add_argument("--lattice-k", type=int, default=40,
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             return fail(2, "--device cuda: no CUDA device is available")
-    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements,
+    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements, specimen=args.specimen,
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
                       multislice_k=args.multislice_k, multislice_thicknesses=thicknesses)

@@ -66,11 +66,12 @@ TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolay
          "negative": (1e3, 1e5)}
 DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 DOSE_BANDS = (1e3, 5e3, 2e4, 1e5)  # success by dose across tiers: the tiers' own ranges overlap
-# Options overrides per variant; "pixel", "elements" and "seed" are handled by ``run``
+# Options overrides per variant; "pixel", "elements", "specimen" and "seed" are handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
-            "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)}}
+            "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
+            "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
 
 
@@ -258,6 +259,7 @@ def run(args) -> None:
     from tqdm import tqdm
 
     from data.io import LoadedImage
+    from data.library import get_entry
     from model.pipeline import Options, Pipeline
     from model.reconstruct import match_truth
 
@@ -284,6 +286,9 @@ def run(args) -> None:
             if spec.get("elements"):  # the truth's elements; a non-crystal has none to give
                 pipe.options = replace(pipe.options, elements=None if truth is None else
                                        [str(e) for e in truth.composition.elements])
+            if spec.get("specimen"):  # bulk or monolayer, as the truth is; a non-crystal is neither
+                pipe.options = replace(pipe.options, specimen=None if truth is None else
+                                       get_entry(str(row["template_id"])).kind)
             given = spec.get("pixel", True)
             image = np.asarray(row["image"], np.float32)
             if baseline is not None:
@@ -520,7 +525,8 @@ def plot(runs: dict[str, list[dict]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # fixed per variant, so a variant looks the same whichever others were run
     styles = dict(zip(VARIANTS, (("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D"),
-                                 ((0, (1, 1)), "P"), ((0, (3, 1, 1, 1, 1, 1)), "X"))))
+                                 ((0, (1, 1)), "P"), ((0, (3, 1, 1, 1, 1, 1)), "X"), ((0, (5, 2)), "*"),
+                                 ((0, (2, 2)), "h"), ((0, (8, 2, 2, 2)), "p"), ((0, (1, 2)), "<"), ((0, (6, 1)), ">"))))
     tiers = [t for t in TIERS if t != "negative" and any(r["tier"] == t for rows in runs.values() for r in rows)]
     # one dose axis for every panel: the tiers' dose ranges line up, and each shows whole decades
     fig, axes = plt.subplots(1, max(len(tiers), 1), figsize=(3.2 * max(len(tiers), 1), 3.4), sharex=True,
@@ -628,7 +634,7 @@ def report(args) -> None:
             by_dose = " | ".join(f"{pct(d['success'])} ({d['n']})" for d in o["success_by_dose"].values())
             lines.append(f"| {v} | {o['crystals']} | {o['success']} | {o['not_offered']} ({o['not_offered_accepted']}) | "
                          f"{o['offered_refused']} | {o['offered_other_kept']} | {o['wrong_same_composition']} | {by_dose} |")
-        for v in ("full", "elements"):
+        for v in ("full", "elements", "specimen", "elements-specimen"):
             if fates.get(v, {}).get("confusions"):
                 lines += ["", f"`{v}`: wrong crystals kept most often (truth → kept, samples):", "",
                           ", ".join(f"{c['truth']} → {c['kept']} {c['n']}" for c in fates[v]["confusions"][:10])]

@@ -58,6 +58,11 @@ class Options:
     # and the refusal threshold calibrated at 40 stays where it was (bench/results/calibration_lattice40.json)
     lattice_k: int = 40
     elements: list[str] | None = None
+    # "bulk" | "monolayer" | None (either): what the user knows of the specimen. A monolayer and its bulk
+    # crystal (AA-stacked 1T, 2H along [001]) project to the same columns and column-intensity ratios,
+    # so only the absolute signal, which a detector's unknown gain hides, separates them: all 22 wrong
+    # crystals the element hint still keeps are such pairs (README, Pipeline benchmark)
+    specimen: str | None = None
     pixel_size_error: float = 0.01  # relative 1σ of a given pixel size (calibration, and the sample's own strain)
     potential: str = "auto"  # auto | mattersim | chgnet | none
     potential_checkpoint: str | None = None
@@ -78,6 +83,12 @@ class Options:
     # trade composition for thickness (TaC at 19 Å explains an MnO image better than MnO does); on the
     # benchmark's 10 deciding images it kept the truth in 6, as 80 Å alone does (README, Pipeline benchmark).
     multislice_thicknesses: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        from model.retrieval import KINDS
+
+        if self.specimen is not None and self.specimen not in KINDS:
+            raise ValueError(f"specimen must be one of {KINDS} or None, got {self.specimen!r}")
 
 
 @dataclass
@@ -228,7 +239,7 @@ class Pipeline:
             except ValueError:
                 pass
         cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
-                                     lattice_k=o.lattice_k)
+                                     lattice_k=o.lattice_k, kind=o.specimen)
         out = []
         for c in cands:
             res = CandidateResult(c.to_dict())
@@ -319,7 +330,8 @@ class Pipeline:
             "columns": {"detected": len(cols)},
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
-                        "elements": self.options.elements, "pixel_size_error": self.options.pixel_size_error,
+                        "elements": self.options.elements, "specimen": self.options.specimen,
+                        "pixel_size_error": self.options.pixel_size_error,
                         "potential": self.options.potential, "device": self.options.device,
                         "multislice_k": self.options.multislice_k, "multislice_margin": self.options.multislice_margin,
                         "multislice_thicknesses": list(self.options.multislice_thicknesses or (self.options.thickness,))},

@@ -46,6 +46,7 @@ DEFAULT_INDEX = Path(__file__).resolve().parent.parent / "checkpoints" / "templa
 # it in: the fit's own error is ~0.3 %, but scan drift distorts an image by several per cent and a
 # pixel size is calibrated to 1-2 %
 LATTICE_TOL = 0.05
+KINDS = ("bulk", "monolayer")  # the library's kinds of entry, for the specimen filter
 
 
 class RetrievalError(RuntimeError):
@@ -269,22 +270,28 @@ class TemplateIndex:
         return len(self.records)
 
     def allowed(self, elements: list[str] | None = None, exclude: list[str] | None = None,
-                match: str = "subset") -> np.ndarray:
-        """Mask of admissible entries: elements ⊆ (or ==) the given set, id not excluded."""
+                match: str = "subset", kind: str | None = None) -> np.ndarray:
+        """Mask of admissible entries: elements ⊆ (or ==) the given set, id not excluded, and of the
+        given ``kind`` ("bulk" or "monolayer") when one is given."""
         keep = np.ones(len(self), bool)
+        if kind is not None:
+            if kind not in KINDS:
+                raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            keep &= np.array([r["kind"] == kind for r in self.records])
         if elements:
             allowed = set(elements)
             for k, r in enumerate(self.records):
                 have = set(r["elements"])
-                keep[k] = have <= allowed if match == "subset" else have == allowed
+                keep[k] &= have <= allowed if match == "subset" else have == allowed
         if exclude:
             bad = set(exclude)
             keep &= np.array([r["template_id"] not in bad for r in self.records])
         return keep
 
-    def search(self, query: np.ndarray, k: int = 5, elements=None, exclude=None, match: str = "subset") -> list[Candidate]:
+    def search(self, query: np.ndarray, k: int = 5, elements=None, exclude=None, match: str = "subset",
+               kind: str | None = None) -> list[Candidate]:
         scores = self.embeddings @ np.asarray(query, np.float32)
-        scores = np.where(self.allowed(elements, exclude, match), scores, -np.inf)
+        scores = np.where(self.allowed(elements, exclude, match, kind), scores, -np.inf)
         return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(top_k(scores, k), 1)]
 
     def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None, source: str = "embedding",
@@ -436,7 +443,8 @@ class Retriever:
         return self.embed_views(canonical_view(image, pixel_size, VIEW, view_centers(image.shape, pixel_size)))
 
     def query(self, image: np.ndarray, pixel_size: float | None, k: int = 5, elements=None, exclude=None,
-              match: str = "subset", lattice=None, lattice_k: int = 0, lattice_tol: float = LATTICE_TOL) -> list[Candidate]:
+              match: str = "subset", lattice=None, lattice_k: int = 0, lattice_tol: float = LATTICE_TOL,
+              kind: str | None = None) -> list[Candidate]:
         """Top-k (template, zone axis) candidates for a denoised image; ``pixel_size`` None tries a ladder
         of scales and keeps each template's best.
 
@@ -445,9 +453,10 @@ class Retriever:
         from the templates whose projected lattice is within ``lattice_tol`` of it: half the best
         scored of them, half the closest in lattice (without a pixel size, all by score).
         Without a pixel size, their shape must fit, the scale they imply must be plausible, and their
-        score is taken at the ladder rung nearest that scale.
+        score is taken at the ladder rung nearest that scale. ``kind`` ("bulk" | "monolayer") keeps one
+        kind of specimen: a monolayer and its bulk project alike along [001] (``TemplateIndex.allowed``).
         """
-        mask = self.index.allowed(elements, exclude, match)
+        mask = self.index.allowed(elements, exclude, match, kind)
         n = len(self.index)
         if pixel_size is not None:
             scores = np.where(mask, self.index.embeddings @ self.embed_image(image, pixel_size), -np.inf)

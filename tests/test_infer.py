@@ -61,7 +61,10 @@ def test_command_line_defaults_are_the_pipelines():
     from model.pipeline import Options
 
     args = infer.parse_args(["image.png"])
-    assert (args.top_k, args.lattice_k) == (Options.top_k, Options.lattice_k)
+    assert (args.top_k, args.lattice_k, args.specimen) == (Options.top_k, Options.lattice_k, Options.specimen)
+    assert infer.parse_args(["image.png", "--specimen", "monolayer"]).specimen == "monolayer"
+    with pytest.raises(ValueError, match="specimen"):
+        Options(specimen="thin film")
 
 
 def test_overlay_is_a_real_figure(example_run):

@@ -176,6 +176,25 @@ def test_lattice_candidates_fit_the_measured_lattice_and_obey_the_filter(retriev
     assert all(set(by_id[c.template_id]["elements"]) <= {"Ba", "Sr", "Ti", "O"} for c in filtered)
 
 
+def test_specimen_kind_filter_keeps_one_kind_of_template(retriever, sim):
+    from model.lattice import fit_lattice
+
+    # NiTe2's monolayer and its bulk (CdI2 type, AA stacked) project to the same lattice along [001]
+    img = clean_image(sim, "NiTe2-mx2_1t-1L", (0, 0, 1), rotation=11.0, pixel_size=0.1)
+    lattice = fit_lattice(Denoiser.from_checkpoint()(img, 0.1).columns.xy, img, 0.1)
+    by_id = {r["template_id"]: r for r in retriever.index.records}
+    both = retriever.query(img, 0.1, k=10, lattice=lattice, lattice_k=40)
+    assert {"NiTe2-mx2_1t-1L", "NiTe2-cdi2"} <= {c.template_id for c in both}
+    for kind, other in (("monolayer", "NiTe2-cdi2"), ("bulk", "NiTe2-mx2_1t-1L")):
+        cands = retriever.query(img, 0.1, k=10, lattice=lattice, lattice_k=40, kind=kind)
+        assert cands and all(by_id[c.template_id]["kind"] == kind == c.kind for c in cands)
+        assert other not in {c.template_id for c in cands}
+        hinted = retriever.query(img, 0.1, k=10, elements=["Ni", "Te"], lattice=lattice, lattice_k=40, kind=kind)
+        assert hinted and all(c.kind == kind and set(by_id[c.template_id]["elements"]) <= {"Ni", "Te"} for c in hinted)
+    with pytest.raises(ValueError, match="kind"):
+        retriever.index.allowed(kind="thin film")
+
+
 def _perovskite_001_ranks(retriever, sim, k: int) -> list[int]:
     # the library labels cubic <001> by its symmetry-equivalent representative [100]
     img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=17.0)
