@@ -61,7 +61,8 @@ class Options:
     # "bulk" | "monolayer" | None (either): what the user knows of the specimen. A monolayer and its bulk
     # crystal (AA-stacked 1T, 2H along [001]) project to the same columns and column-intensity ratios,
     # so only the absolute signal, which a detector's unknown gain hides, separates them: all 22 wrong
-    # crystals the element hint still keeps are such pairs (README, Pipeline benchmark)
+    # crystals the element hint still keeps are such pairs, and with this hint too none is kept
+    # (README, Pipeline benchmark)
     specimen: str | None = None
     pixel_size_error: float = 0.01  # relative 1σ of a given pixel size (calibration, and the sample's own strain)
     potential: str = "auto"  # auto | mattersim | chgnet | none
