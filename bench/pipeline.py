@@ -43,7 +43,8 @@ retrieval over simulated templates, every atom on one plane in a P1 cell), ``mul
 ``--multislice-k 3``: the close contenders re-verified by full multislice), ``multislice-thickness``
 (``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice10`` (``full`` with
 10 lattice candidates instead of 40, the default until the benchmark showed the truth's lattice often fits
-but ranks beyond the first 10).
+but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint)
+and ``elements-specimen`` (both hints).
 """
 from __future__ import annotations
 
@@ -159,6 +160,8 @@ def build(args) -> None:
 
     from tqdm import tqdm
 
+    if args.assemble_only and args.simulate_only:  # before anything is written
+        raise SystemExit("--assemble-only and --simulate-only exclude each other")
     pools = tier_pools()
     counts = {**{t: args.per_tier for t in pools}, "negative": args.negatives}
     # round robin over the tiers, so that --limit N is a smaller set of the same make-up
@@ -186,8 +189,6 @@ def build(args) -> None:
                                                                     "device", "cache")},
                                                       default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
     desc = f"simulating ({args.method})"
-    if args.assemble_only and args.simulate_only:
-        raise SystemExit("--assemble-only and --simulate-only exclude each other")
     if args.assemble_only:  # a build cut short (a job's time limit): the set is what was simulated
         plan = [(t, n) for t, n in plan if (parts / f"{t}-{n:04d}.npz").is_file()]
     elif args.workers > 1:

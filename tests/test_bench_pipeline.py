@@ -261,6 +261,7 @@ def test_simulate_only_leaves_parts_and_cache_for_a_later_assembly(tmp_path):
 
     r = build("--simulate-only", "--assemble-only")
     assert r.returncode != 0 and "exclude each other" in r.stderr
+    assert not (tmp_path / "set.parts").exists()  # refused before anything was written
     r = build("--simulate-only")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(f.name for f in (tmp_path / "set.parts").glob("*.npz")) == ["negative-0000.npz", "negative-0001.npz"]
