@@ -3,6 +3,7 @@
     python bench/pipeline.py build [--per-tier 60] [--negatives 20] [--method multislice] [--limit N] [--like PARTS]
                                    [--ids ID,ID,...|@FILE] [--amorphous-method convolution]
     python bench/pipeline.py run [--variant full|no-pixel|top1|elements|seed|multislice|...] [--limit N]
+                                 [--ids ID,...|@FILE] [--denoiser PT] [--retrieval PT --index NPZ] [--results DIR]
     python bench/pipeline.py eform [--variant full] [--potential chgnet] [--limit N]
     python bench/pipeline.py report
 
@@ -271,7 +272,7 @@ def run(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {r["id"] for r in read_rows(out)}
     pipe = Pipeline.load(Options(potential="none", **{k: v for k, v in spec.items() if k in OPTION_KEYS}),
-                         retrieval=args.retrieval, index=args.index)
+                         denoiser=args.denoiser, retrieval=args.retrieval, index=args.index)
     matcher = StructureMatcher()
     baseline = None
     if spec.get("seed"):
@@ -683,6 +684,7 @@ def main(argv=None) -> None:
     r.add_argument("--limit", type=int)
     r.add_argument("--ids", type=ids_arg, metavar="ID,ID,...|@FILE",
                    help="only these samples (e.g. to diagnose a few; the rest stay to do)")
+    r.add_argument("--denoiser", help="denoiser weights (default: checkpoints/denoiser.pt; e.g. a run's, before --install)")
     r.add_argument("--retrieval", help="retrieval weights (default: checkpoints/retrieval.pt; e.g. a run's, before --install)")
     r.add_argument("--index", help="the template index made with them (default: checkpoints/template_index.npz)")
     r.add_argument("--data", type=Path, default=DATA)

@@ -145,10 +145,10 @@ class RetrievalDataModule(pl.LightningDataModule):
 class RetrievalModule(pl.LightningModule):
     def __init__(self, backbone: str = "resnet10t", embed_dim: int = 128, graph_hidden: int = 96,
                  graph_layers: int = 3, lr: float = 2e-3, weight_decay: float = 1e-4, negatives: int = 128,
-                 export_path: str | None = None, index_path: str | None = None):
+                 export_path: str | None = None, index_path: str | None = None, fft: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = RetrievalModel(RetrievalConfig(backbone, embed_dim, graph_hidden, graph_layers))
+        self.net = RetrievalModel(RetrievalConfig(backbone, embed_dim, graph_hidden, graph_layers, fft))
         self._val = []
 
     def _graph_batch(self, ids):

@@ -146,15 +146,37 @@ class GraphEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------- image side
+def fft_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """log |FFT| of Hann-windowed views (B, 1, H, W), zero frequency centred, standardised per view.
+
+    A crystal's Fourier magnitude is its lattice (spot positions) and its column contrast (spot
+    weights) without the translation a convolutional backbone must learn to ignore; it turns with the
+    image, so the dihedral augmentation still applies. The window keeps the field's edges from
+    drawing streaks through the centre."""
+    with torch.autocast(device_type=x.device.type, enabled=False):  # cuFFT has no bf16
+        x = x.float()
+        h, w = x.shape[-2:]
+        win = torch.outer(torch.hann_window(h, periodic=False, device=x.device),
+                          torch.hann_window(w, periodic=False, device=x.device))
+        xc = x - x.mean(dim=(-2, -1), keepdim=True)
+        mag = torch.log1p(torch.fft.fftshift(torch.fft.fft2(xc * win).abs(), dim=(-2, -1)))
+        return (mag - mag.mean(dim=(-2, -1), keepdim=True)) / (mag.std(dim=(-2, -1), keepdim=True) + 1e-6)
+
+
 class ImageEncoder(nn.Module):
-    def __init__(self, backbone: str = "resnet10t", embed_dim: int = 128):
+    """A timm backbone on the view, and with ``fft`` on its Fourier magnitude as a second channel."""
+
+    def __init__(self, backbone: str = "resnet10t", embed_dim: int = 128, fft: bool = False):
         super().__init__()
         import timm
 
-        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=1, num_classes=0)
+        self.fft = fft
+        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=2 if fft else 1, num_classes=0)
         self.head = nn.Sequential(nn.Linear(self.backbone.num_features, 256), nn.SiLU(), nn.Linear(256, embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fft:
+            x = torch.cat([x, fft_magnitude(x).to(x.dtype)], dim=1)
         return F.normalize(self.head(self.backbone(x)), dim=-1)
 
 
@@ -164,6 +186,7 @@ class RetrievalConfig:
     embed_dim: int = 128
     graph_hidden: int = 96
     graph_layers: int = 3
+    fft: bool = False  # the image encoder also sees the view's Fourier magnitude (False: checkpoints before it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,7 +196,7 @@ class RetrievalModel(nn.Module):
     def __init__(self, config: RetrievalConfig):
         super().__init__()
         self.config = config
-        self.image = ImageEncoder(config.backbone, config.embed_dim)
+        self.image = ImageEncoder(config.backbone, config.embed_dim, config.fft)
         self.graph = GraphEncoder(config.graph_hidden, config.graph_layers, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
 
@@ -421,6 +444,8 @@ class Retriever:
     def __init__(self, model: RetrievalModel, index: TemplateIndex, device: str = "cpu", meta: dict | None = None):
         self.model, self.index, self.device, self.meta = model.eval().to(device), index, device, meta or {}
         want = index.meta.get("model")
+        if want:  # an index written before a config field existed holds that field's default
+            want = asdict(RetrievalConfig()) | want
         if want and want != model.config.to_dict():
             raise RetrievalError("template index was built with a different retrieval model; "
                                  "rebuild it: python -m model.retrieval index")

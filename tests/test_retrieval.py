@@ -66,6 +66,29 @@ def test_canonical_view_resamples_to_the_canonical_pixel():
     assert period_px == pytest.approx(1.0 / 0.2, rel=0.05)  # 1 Å at 0.2 Å/px
 
 
+def test_fft_channel_holds_the_lattice_spots_wherever_the_crystal_sits(tmp_path):
+    from model.retrieval import fft_magnitude, load_model, save_checkpoint
+
+    # a square lattice of period 1 Å at the canonical 0.2 Å/px: 5 px, spots 96/5 = 19.2 px from the centre
+    yy, xx = np.mgrid[:VIEW, :VIEW].astype(np.float32)
+    lattice = lambda dx: np.cos(2 * np.pi * (xx - dx) / 5) + np.cos(2 * np.pi * yy / 5)  # noqa: E731
+    f = fft_magnitude(torch.from_numpy(lattice(0.0))[None, None])[0, 0].numpy()
+    c = VIEW // 2
+    i, j = np.unravel_index(np.argmax(f), f.shape)
+    assert {abs(i - c), abs(j - c)} in ({0, 19}, {0, 20})  # on an axis, at the spot's frequency
+    shifted = fft_magnitude(torch.from_numpy(lattice(2.3))[None, None])[0, 0].numpy()
+    # the crystal's position is gone (up to the window), where the views themselves barely correlate
+    assert np.corrcoef(f.ravel(), shifted.ravel())[0, 1] > 0.95
+    assert np.corrcoef(lattice(0.0).ravel(), lattice(2.3).ravel())[0, 1] < 0.1
+    # the image encoder's second channel is part of the architecture a checkpoint records
+    torch.manual_seed(0)
+    model = RetrievalModel(RetrievalConfig(embed_dim=16, graph_hidden=16, graph_layers=2, fft=True)).eval()
+    x = torch.from_numpy(lattice(0.0))[None, None]
+    loaded, _ = load_model(save_checkpoint(model, tmp_path / "fft.pt"))
+    assert loaded.config.fft and loaded.image.backbone.conv1[0].in_channels == 2
+    assert torch.allclose(loaded.image(x), model.image(x), atol=1e-6)
+
+
 def test_shipped_index_matches_shipped_library(retriever):
     index = retriever.index
     lib = load_library()
@@ -84,6 +107,21 @@ def test_index_is_what_the_shipped_model_embeds(retriever):
     recs = retriever.index.records[:20]
     emb = embed_graphs(retriever.model, [graphs[pair_key(r["template_id"], r["zone_axis"])] for r in recs])
     assert np.allclose(emb, retriever.index.embeddings[:20], atol=1e-4)
+
+
+def test_index_must_come_from_the_model_it_serves(retriever):
+    from copy import deepcopy
+
+    from model.retrieval import RetrievalError
+
+    # an index written before a config field existed (no "fft" key) still serves a model with its default
+    old = deepcopy(retriever.index)
+    old.meta["model"] = {k: v for k, v in old.meta["model"].items() if k != "fft"}
+    assert Retriever(retriever.model, old).index is old
+    other = deepcopy(retriever.index)
+    other.meta["model"] = retriever.model.config.to_dict() | {"embed_dim": 64}
+    with pytest.raises(RetrievalError, match="different retrieval model"):
+        Retriever(retriever.model, other)
 
 
 def test_element_filter_never_returns_a_foreign_element(retriever):
