@@ -1,7 +1,7 @@
 """One atomic-resolution STEM image in, a relaxed crystal structure out.
 
     python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--elements Sr,Ti,O]
-                    [--specimen bulk|monolayer] [--out DIR]
+                    [--specimen bulk|monolayer] [--beam-counts COUNTS [--dark-counts COUNTS]] [--out DIR]
                     [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
@@ -11,6 +11,7 @@ the reason); 1 unexpected error. With several images the worst code wins (1 > 2 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -30,6 +31,12 @@ def parse_args(argv=None):
     p.add_argument("--specimen", choices=["bulk", "monolayer"],
                    help="what the specimen is, when known: a monolayer and its bulk crystal project alike "
                         "(default: either)")
+    p.add_argument("--beam-counts", type=float, metavar="COUNTS",
+                   help="the detector's reading of the whole incident beam, in the image's units (from a detector "
+                        "scan): the image is then on an absolute scale, and each candidate's implied thickness "
+                        "(bulk) or layer count (monolayer) weighs in")
+    p.add_argument("--dark-counts", type=float, default=0.0, metavar="COUNTS",
+                   help="the detector's reading without beam (with --beam-counts; default 0)")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
     p.add_argument("--top-k", type=int, default=10, help="candidates by embedding score to verify by forward simulation")
     p.add_argument("--lattice-k", type=int, default=40,
@@ -69,6 +76,19 @@ def parse_thicknesses(text: str | None) -> tuple[float, ...]:
     return values
 
 
+def check_beam_counts(beam: float | None, dark: float) -> None:
+    from data.io import InputError
+
+    if not math.isfinite(dark):
+        raise InputError(f"--dark-counts must be a finite number, got {dark}")
+    if beam is None:
+        if dark != 0:
+            raise InputError("--dark-counts needs --beam-counts (the absolute scale it sets up)")
+        return
+    if not (math.isfinite(beam) and beam > dark):
+        raise InputError(f"--beam-counts ({beam:g}) must be a finite number above --dark-counts ({dark:g})")
+
+
 def check_out_dir(out: Path) -> None:
     from data.io import InputError
 
@@ -98,6 +118,7 @@ def main(argv=None) -> int:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         if not 0 < args.pixel_size_error < 1:
             raise InputError(f"--pixel-size-error must be a fraction between 0 and 1, got {args.pixel_size_error}")
+        check_beam_counts(args.beam_counts, args.dark_counts)
         out = Path(args.out)
         check_out_dir(out)
     except InputError as e:
@@ -119,7 +140,8 @@ def main(argv=None) -> int:
     options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements, specimen=args.specimen,
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
-                      multislice_k=args.multislice_k, multislice_thicknesses=thicknesses)
+                      multislice_k=args.multislice_k, multislice_thicknesses=thicknesses,
+                      beam_counts=args.beam_counts, dark_counts=args.dark_counts)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

@@ -45,7 +45,11 @@ retrieval over simulated templates, every atom on one plane in a P1 cell), ``mul
 (``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice10`` (``full`` with
 10 lattice candidates instead of 40, the default until the benchmark showed the truth's lattice often fits
 but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint)
-and ``elements-specimen`` (both hints).
+``elements-specimen`` (both hints) and ``absolute`` (``full`` on an absolute-scale image: the sample's own
+detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them).
+
+A monolayer sample is one layer whatever thickness it draws (``data.simulate.is_slab``); until 2026-11-27 it
+was that many layers stacked 20 Å apart, and the monolayer tier was simulated again with one.
 """
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "latt
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
-            "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True}}
+            "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
+            "absolute": {"absolute": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
 
 
@@ -105,7 +110,7 @@ _SIM = {}
 
 def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
     """Simulate one sample into ``parts/<tier>-<n>.npz`` (skipped when it exists: resumable)."""
-    from data.negatives import amorphous_structure, noise_only
+    from data.negatives import amorphous_structure, noise_only_sample
     from data.noise import ConditionRanges
     from data.sample import draw_sample
     from data.simulate import SimulationConfig, Simulator
@@ -133,21 +138,27 @@ def make_sample(args, tier: str, n: int, pools: dict, parts: Path) -> str:
     clean, columns = np.zeros(shape, np.float32), np.zeros((0, 2), np.float32)
     if tier == "negative":
         if not amorphous:
-            img, px, kind = noise_only(rng, ranges, shape), float(rng.uniform(*ranges.pixel_size)), "noise"
+            img, cond = noise_only_sample(rng, ranges, shape)
+            px, kind = float(rng.uniform(*ranges.pixel_size)), "noise"
         else:
             el = ("Si", "C", "Ge")[(n // 2) % 3]
             s = draw_sample(sim, amorphous_structure(rng, el), (0, 0, 1), rng, ranges, shape, dose=dose)
             img, px, kind, clean = s.noisy, s.conditions.geometry.pixel_size, f"amorphous-{el}", s.clean
+            cond = s.conditions
         meta.update(kind=kind, template_id="", zone_axis=[0, 0, 0], zone_label="", truth_cif="", thickness=0.0)
     else:
         entry, za = pools[tier][int(rng.integers(len(pools[tier])))]
         s = draw_sample(sim, entry.structure, za["uvw"], rng, ranges, shape, dose=dose)
-        img, px, clean = s.noisy, s.conditions.geometry.pixel_size, s.clean
+        img, px, clean, cond = s.noisy, s.conditions.geometry.pixel_size, s.clean, s.conditions
         vis = s.columns.visible
         columns = np.stack([s.columns.x_A[vis], s.columns.y_A[vis]], 1)
         meta.update(kind="crystal", template_id=entry.id, zone_axis=[int(v) for v in za["uvw"]],
                     zone_label=za["label"], truth_cif=entry.structure.to(fmt="cif"), thickness=float(s.thickness))
     meta["pixel_size"] = float(px)
+    # what a detector scan would read for the whole beam and for none: the ``absolute`` variant's calibration
+    n = cond.noise
+    meta |= {"beam_counts": n.gain * n.electrons_per_pixel(cond.geometry.pixel_size) + n.offset,
+             "dark_counts": n.offset}
     tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")  # builds sharing a parts folder never share a file
     # the clean image and the visible columns (Å, image frame) score the denoiser inside the harness
     np.savez(tmp, image=img.astype(np.float32), clean=np.asarray(clean, np.float32),
@@ -209,6 +220,7 @@ def build(args) -> None:
                          "dose": Value("float32"), "method": Value("string"), "template_id": Value("string"),
                          "zone_axis": Sequence(Value("int32")), "zone_label": Value("string"),
                          "truth_cif": Value("string"), "thickness": Value("float32"),
+                         "beam_counts": Value("float64"), "dark_counts": Value("float64"),
                          "clean": Array2D((args.size, args.size), "float32"),
                          "columns_x_A": Sequence(Value("float32")), "columns_y_A": Sequence(Value("float32"))})
 
@@ -291,6 +303,11 @@ def run(args) -> None:
             if spec.get("specimen"):  # bulk or monolayer, as the truth is; a non-crystal is neither
                 pipe.options = replace(pipe.options, specimen=None if truth is None else
                                        get_entry(str(row["template_id"])).kind)
+            if spec.get("absolute"):  # the detector's calibration, as a detector scan gives it
+                if "beam_counts" not in row:
+                    raise SystemExit(f"{args.data} predates beam_counts: rebuild it (bench/pipeline.py build)")
+                pipe.options = replace(pipe.options, beam_counts=float(row["beam_counts"]),
+                                       dark_counts=float(row["dark_counts"]))
             given = spec.get("pixel", True)
             image = np.asarray(row["image"], np.float32)
             if baseline is not None:

@@ -29,7 +29,12 @@ def amorphous_structure(rng: np.random.Generator, element: str = "Si", box=(30.0
 
 def noise_only(rng: np.random.Generator, ranges, shape: tuple[int, int]) -> np.ndarray:
     """The detector with no specimen: background, gain, offset, read noise and shot noise on a flat signal."""
+    return noise_only_sample(rng, ranges, shape)[0]
+
+
+def noise_only_sample(rng: np.random.Generator, ranges, shape: tuple[int, int]):
+    """``noise_only``'s image and the ``Conditions`` it was drawn under (its detector's gain and offset)."""
     cond = draw_conditions(rng, ranges, shape, (10.0, 10.0))
     flat = np.full(shape, float(rng.uniform(0.02, 0.3)))
     background = cond.noise.background_field(flat, rng)
-    return cond.noise.sample(flat, background, cond.geometry.pixel_size, rng).astype(np.float32)
+    return cond.noise.sample(flat, background, cond.geometry.pixel_size, rng).astype(np.float32), cond

@@ -449,9 +449,24 @@ def _described(structure, zone_axis) -> tuple[Atoms, list[Column], dict]:
     return atoms, columns, {"zone_axis": za.to_dict(), "formula": structure.composition.reduced_formula}
 
 
+# A monolayer's repeat along the beam is one layer in ``data.prototypes.VACUUM`` Å of cell. Stacked to a
+# thickness, it would image N identical layers 20 Å apart: no specimen anyone has, with N times a monolayer's
+# signal (the pipeline benchmark's "monolayers" were such stacks until 2026-11-27). Over the library, the
+# widest empty gap along the beam is 4.3 Å in a bulk zone-axis repeat and at least 14.7 Å in a monolayer's.
+SLAB_GAP = 8.0  # Å
+
+
+def is_slab(atoms: Atoms) -> bool:
+    """Whether the repeat along the beam is a slab in vacuum (a monolayer), not a piece of a bulk crystal."""
+    Lz = atoms.cell[2, 2]
+    z = np.sort(np.mod(atoms.positions[:, 2], Lz))
+    return bool(len(z)) and float(np.diff(np.r_[z, z[0] + Lz]).max()) >= SLAB_GAP
+
+
 def _repeats(atoms: Atoms, thickness: float) -> int:
-    """Whole repeats along the beam nearest ``thickness`` (Å), at least one."""
-    return max(1, int(round(thickness / atoms.cell[2, 2])))
+    """Whole repeats along the beam nearest ``thickness`` (Å), at least one; a slab is one layer whatever the
+    thickness asked."""
+    return 1 if is_slab(atoms) else max(1, int(round(thickness / atoms.cell[2, 2])))
 
 
 def _sampling(img: np.ndarray, cell: tuple[float, float]) -> tuple[float, float]:

@@ -47,6 +47,10 @@ def summary_lines(result: Result) -> list[str]:
         lines.append("as well explained by: " + ", ".join(
             f"{c['template_id']} [{''.join(map(str, c['zone_axis']))}] ({c['kind']})" for c in r["indistinguishable"])
             + " (this image cannot tell them apart)")
+    fit = r.get("specimen_fit")
+    if fit:
+        what = f"{fit['layers']:.1f} layers" if fit["layers"] is not None else f"{fit['thickness']:.0f} Å thick"
+        lines.append(f"absolute scale: the signal is that of {what} (specimen prior {fit['prior']:.2f})")
     inp = r["input"]
     if inp.get("pixel_size_source") == "estimate":
         lines.append(f"pixel size estimated: {inp['pixel_size_used']:.4f} ± {inp['pixel_size_sigma']:.4f} Å")

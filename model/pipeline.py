@@ -84,12 +84,26 @@ class Options:
     # trade composition for thickness (TaC at 19 Å explains an MnO image better than MnO does); on the
     # benchmark's 10 deciding images it kept the truth in 6, as 80 Å alone does (README, Pipeline benchmark).
     multislice_thicknesses: tuple[float, ...] = ()
+    # The detector's reading of the whole incident beam and of no beam, in the image's units (a detector
+    # scan). Given, the image is read as fractions of the beam, and each candidate is weighed by the
+    # specimen its signal implies: a monolayer as about one layer, a bulk crystal as 10-1000 Å thick
+    # (``model.verify.specimen_fit``). None: the image's scale is arbitrary, as it is for most images.
+    beam_counts: float | None = None
+    dark_counts: float = 0.0
 
     def __post_init__(self):
         from model.retrieval import KINDS
 
         if self.specimen is not None and self.specimen not in KINDS:
             raise ValueError(f"specimen must be one of {KINDS} or None, got {self.specimen!r}")
+        if self.beam_counts is not None and not (np.isfinite(self.beam_counts) and np.isfinite(self.dark_counts)
+                                                 and self.beam_counts > self.dark_counts):
+            raise ValueError(f"beam_counts ({self.beam_counts}) must be finite and above dark_counts ({self.dark_counts})")
+
+    @property
+    def absolute(self) -> bool:
+        """Whether the image's intensities are on the incident beam's scale."""
+        return self.beam_counts is not None
 
 
 @dataclass
@@ -123,6 +137,8 @@ class CandidateResult:
     multislice: object | None = None  # the multislice re-verification (Options.multislice_k), at its best thickness
     multislice_series: list = field(default_factory=list)  # (thickness Å, verification score) of every one tried
     pixel_size: float | None = None  # Å/px the verification used (given, or this candidate's estimate)
+    specimen: object | None = None  # model.verify.SpecimenFit, on an absolute-scale image (Options.beam_counts)
+    multislice_specimen: object | None = None  # the same for the multislice re-verification
 
     @property
     def prior(self) -> float:
@@ -133,13 +149,19 @@ class CandidateResult:
 
     @property
     def score(self) -> float:
-        """What candidates are ranked, accepted and calibrated by: verification × lattice prior."""
-        return self.verification.score * self.prior if self.verification is not None else -1.0
+        """What candidates are ranked, accepted and calibrated by: verification × lattice prior (× the
+        specimen prior on an absolute-scale image)."""
+        if self.verification is None:
+            return -1.0
+        return self.verification.score * self.prior * (self.specimen.prior if self.specimen is not None else 1.0)
 
     @property
     def multislice_score(self) -> float | None:
         """The same product with the multislice re-verification, where it ran."""
-        return self.multislice.score * self.prior if self.multislice is not None else None
+        if self.multislice is None:
+            return None
+        s = self.multislice_specimen
+        return self.multislice.score * self.prior * (s.prior if s is not None else 1.0)
 
     def to_dict(self) -> dict:
         d = dict(self.candidate)
@@ -154,6 +176,10 @@ class CandidateResult:
                   "multislice_ncc": m.ncc, "multislice_intensity_score": m.intensity_score,
                   "multislice_thickness": None if m.thickness is None else round(m.thickness, 2),
                   "multislice_by_thickness": [[round(t, 2), round(v, 5)] for t, v in self.multislice_series]}
+        if self.specimen is not None:
+            d["specimen"] = self.specimen.to_dict()
+        if self.multislice_specimen is not None:
+            d["multislice_specimen"] = self.multislice_specimen.to_dict()
         if self.reconstruction is not None:
             r = self.reconstruction
             d |= {"spacegroup": r.spacegroup["symbol"], "lattice": {k: round(float(x), 4) for k, x in r.lattice.items()},
@@ -224,7 +250,7 @@ class Pipeline:
         from data.library import get_entry
         from model.lattice import align_template, fft_lattice, fit_lattice
         from model.reconstruct import reconstruct
-        from model.verify import verify
+        from model.verify import specimen_fit, verify
 
         o = self.options
         xy_px = np.stack([columns.x_px, columns.y_px], 1)
@@ -253,6 +279,8 @@ class Pipeline:
                 res.reconstruction = rec
                 res.prior_sigma = lattice_prior_sigma(rec, o.pixel_size_error)
                 res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
+                if o.absolute:
+                    res.specimen = specimen_fit(res.verification, c.kind, denoised, px)
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
                 res.error = f"{type(e).__name__}: {e}"[:200]
             out.append(res)
@@ -267,7 +295,7 @@ class Pipeline:
         least ``multislice_margin`` × the best. Acceptance and confidence stay with the calibrated
         convolution score, which every contender passes; multislice only decides between them.
         """
-        from model.verify import verify_repeat
+        from model.verify import specimen_fit, verify_repeat
 
         o = self.options
         ranked = sorted(ok, key=lambda r: -r.score)
@@ -281,8 +309,11 @@ class Pipeline:
         for r in close:
             series = self.multislice.thickness_series(r.reconstruction.structure, r.reconstruction.uvw, thicknesses)
             tried = [verify_repeat(rep, r.reconstruction, denoised, r.pixel_size) for rep in series]
+            fits = [specimen_fit(v, r.candidate["kind"], denoised, r.pixel_size) if o.absolute else None for v in tried]
             r.multislice_series = [(v.thickness, v.score) for v in tried]
-            r.multislice = max(tried, key=lambda v: v.score)
+            # the best thickness by the whole product: on an absolute image, the specimen prior weighs in
+            r.multislice, r.multislice_specimen = max(zip(tried, fits),
+                                                      key=lambda vf: vf[0].score * (vf[1].prior if vf[1] else 1.0))
         return max(close, key=lambda r: r.multislice_score)
 
     def run(self, image: LoadedImage, progress: Callable[[str], None] | None = None,
@@ -303,7 +334,10 @@ class Pipeline:
         say("denoising")
         # unknown pixel size: run the denoiser at the image's own sampling (no resampling)
         denoiser = self.denoiser if self.options.denoise else SmoothingDenoiser()
-        den = denoiser(image.array, px if px is not None else denoiser.working_pixel_size(0.1))
+        o = self.options
+        # an absolute-scale image in fractions of the beam, as the loop simulates it
+        array = image.array if not o.absolute else (image.array - o.dark_counts) / (o.beam_counts - o.dark_counts)
+        den = denoiser(array, px if px is not None else denoiser.working_pixel_size(0.1))
         cols = den.columns
         lap("denoise")
         say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
@@ -321,7 +355,9 @@ class Pipeline:
         score = best.score if best else 0.0
         conf = self.calibration.confidence(score) if best else 0.0
         report = {
-            "input": image.to_dict(),
+            "input": image.to_dict() | {"intensity": {"unit": "fraction of the incident beam", "beam_counts": o.beam_counts,
+                                                      "dark_counts": o.dark_counts} if o.absolute else
+                                        {"unit": "arbitrary"}},
             "candidates": [r.to_dict() for r in results],
             "confidence": round(conf, 4), "score": round(score, 4),
             "verification_score": round(best.verification.score, 4) if best else 0.0,
@@ -361,6 +397,7 @@ class Pipeline:
             "reconstruction": {k: v for k, v in rec.to_dict().items() if k not in ("structure", "alignment")},
             "alignment": rec.alignment.to_dict(),
             "verification": ver.to_dict(),
+            "specimen_fit": best.specimen.to_dict() if best.specimen is not None else None,
             "multislice_verification": best.multislice.to_dict() if best.multislice else None,
             "indistinguishable": look_alikes(ok, best),
         }

@@ -35,6 +35,67 @@ COLUMN_SCALE = "brightest"
 COLUMN_SIGMA = 0.07
 
 
+# An image in fractions of the incident beam (``model.pipeline.Options.beam_counts``: the detector's reading
+# of the whole beam, from a detector scan) gives the gain of image against simulation a meaning: the loop
+# simulates a monolayer as its one layer and a bulk crystal at ``Options.thickness``, both in beam fractions,
+# so the right candidate's gain is about one for a monolayer and (specimen thickness / simulated thickness)
+# for a bulk crystal. That separates what no relative image can: a monolayer from its bulk (one layer
+# against several), and look-alikes of other weight whose thickness would have to be absurd.
+# The gain is fitted with the image's source blur (``blurred_scale``): an unmodelled blur of 0.7 Å FWHM
+# halves a fitted contrast. The constants come from validation-split multislice images
+# (bench/absolute_scale.py, bench/results/absolute_scale.json).
+THICKNESS_RANGE = (10.0, 1000.0)  # Å a bulk specimen imaged at atomic resolution can plausibly have
+SLAB_SCALE = 0.505  # median scale of the right monolayer (multislice image against the loop's one layer)
+BULK_SCALE = 0.944  # median (thickness the scale implies) / (true thickness) of the right bulk crystal
+ABSOLUTE_SIGMA = 0.389  # σ of ln(scale) about those, in the prior exp(-½ (ln ratio / σ)²)
+SOURCE_SIGMAS = np.arange(0.0, 0.45, 0.05)  # Å, Gaussian σ of the source blurs tried (data engine: ≤ 0.34)
+
+
+def blurred_scale(observed: np.ndarray, simulated: np.ndarray, pixel_size: float) -> tuple[float, float]:
+    """(scale, σ): ``observed ≈ scale · (simulated ⊗ Gaussian σ) + background`` at the source blur σ (Å,
+    among ``SOURCE_SIGMAS``) that fits best. The loop simulates a point source; a microscope's is not."""
+    obs = np.asarray(observed, float).ravel()
+    best = (np.inf, 0.0, 0.0)
+    for sig in SOURCE_SIGMAS:
+        sim = ndimage.gaussian_filter(simulated, sig / pixel_size) if sig > 0 else simulated
+        X = np.stack([sim.ravel(), np.ones(sim.size)], 1)
+        coef, res, *_ = np.linalg.lstsq(X, obs, rcond=None)
+        rss = float(res[0]) if len(res) else float(np.sum((X @ coef - obs) ** 2))
+        if rss < best[0]:
+            best = (rss, float(coef[0]), float(sig))
+    return best[1], best[2]
+
+
+@dataclass
+class SpecimenFit:
+    """What an absolute-scale image implies about the specimen, were this candidate right."""
+    scale: float  # image ≈ scale · simulation, with the source blur fitted (``blurred_scale``)
+    source_sigma: float  # Å, the source blur that fitted best
+    thickness: float | None  # Å of this bulk crystal the signal implies (None for a monolayer)
+    layers: float | None  # layers of this monolayer the signal implies (None for a bulk crystal)
+    prior: float  # exp(-½ (ln(ratio) / ABSOLUTE_SIGMA)²): layers against 1, thickness against THICKNESS_RANGE
+
+    def to_dict(self) -> dict:
+        return {k: None if v is None else round(float(v), 4) for k, v in
+                (("scale", self.scale), ("source_sigma", self.source_sigma), ("thickness", self.thickness),
+                 ("layers", self.layers), ("prior", self.prior))}
+
+
+def specimen_fit(verification: "Verification", kind: str, observed: np.ndarray, pixel_size: float) -> SpecimenFit:
+    """``verification`` of a candidate of ``kind`` ("bulk" | "monolayer") on ``observed``, an image in beam
+    fractions at ``pixel_size`` Å/px (the denoised one the verification read)."""
+    g, sig = blurred_scale(observed, verification.simulated, pixel_size)
+    if g <= 0:  # the simulation anti-correlates with the image: no specimen of this crystal explains it
+        return SpecimenFit(g, sig, None, None, 0.0)
+    if kind == "monolayer":
+        layers = g / SLAB_SCALE
+        return SpecimenFit(g, sig, None, layers, float(np.exp(-0.5 * (np.log(layers) / ABSOLUTE_SIGMA) ** 2)))
+    t = g * float(verification.thickness) / BULK_SCALE
+    lo, hi = THICKNESS_RANGE
+    r = np.log(t / lo) if t < lo else np.log(t / hi) if t > hi else 0.0
+    return SpecimenFit(g, sig, t, None, float(np.exp(-0.5 * (r / ABSOLUTE_SIGMA) ** 2)))
+
+
 def loop_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
     """What the loop simulates candidates with: the convolution path with the per-atom object, whose
     column intensities follow multislice where the summed one cannot (monolayers' two-atom columns,

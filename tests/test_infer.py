@@ -107,7 +107,9 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
                                   ["--top-k", "0"], ["--lattice-k", "-1"], ["--multislice-k", "-1"], ["--pixel-size-error", "0"],
                                   ["--multislice-k", "3", "--multislice-thicknesses", "20,abc"],
                                   ["--multislice-k", "3", "--multislice-thicknesses", "-5"], ["--multislice-thicknesses", "40,80"],
-                                  ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"]])
+                                  ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"],
+                                  ["--dark-counts", "5"], ["--beam-counts", "5", "--dark-counts", "10"],
+                                  ["--beam-counts", "nan"]])
 def test_bad_options_exit_2(tmp_path, args, capsys):
     out = tmp_path / "out"
     assert run(EXAMPLE, "--out", out, "--potential", "none", "--quiet", *args) == 2
@@ -205,3 +207,44 @@ def test_a_1t_monolayer_and_its_aa_stacked_bulk_are_reported_as_indistinguishabl
     assert [c["template_id"] for c in res.report["indistinguishable"]] == list(pair - {kept})
     assert abs(res.report["indistinguishable"][0]["score"] - res.report["score"]) <= 0.005
     assert any("cannot tell them apart" in line for line in summary_lines(res))
+
+
+@pytest.fixture(scope="module")
+def absolute_runs():
+    """TiS2 along [001] as a one-layer monolayer and as an 80 Å bulk crystal (CdI2-type, AA-stacked: the same
+    columns), multislice-simulated and read on the incident beam's scale with each detector's own calibration."""
+    from dataclasses import replace
+
+    from data.io import LoadedImage
+    from data.library import get_entry
+    from data.noise import ConditionRanges
+    from data.sample import draw_sample
+    from model.pipeline import Options, Pipeline
+    from model.verify import multislice_simulator
+
+    pipe = Pipeline.load(Options(potential="none"))
+    runs = {}
+    for truth in ("TiS2-mx2_1t-1L", "TiS2-cdi2"):
+        s = draw_sample(multislice_simulator(None), get_entry(truth).structure, (0, 0, 1), np.random.default_rng(1),
+                        replace(ConditionRanges(), pixel_size=(0.1, 0.1)), (256, 256), thicknesses=(80.0,), dose=1e5)
+        n = s.conditions.noise
+        pipe.options = replace(pipe.options, beam_counts=n.gain * n.electrons_per_pixel(0.1) + n.offset,
+                               dark_counts=n.offset)
+        runs[truth] = pipe.run(LoadedImage(s.noisy.astype(np.float32), 0.1, "flag", truth, "npy"))
+    return runs
+
+
+@pytest.mark.parametrize("truth, twin", [("TiS2-mx2_1t-1L", "TiS2-cdi2"), ("TiS2-cdi2", "TiS2-mx2_1t-1L")])
+def test_an_absolute_scale_image_tells_a_monolayer_from_its_bulk(absolute_runs, truth, twin):
+    """What no relative image can (the test above): one layer's signal is far below 80 Å of the bulk's."""
+    res = absolute_runs[truth]
+    assert res.accepted and res.report["template"]["id"] == truth
+    assert res.report["input"]["intensity"]["unit"] == "fraction of the incident beam"
+    assert twin not in {c["template_id"] for c in res.report["indistinguishable"]}
+    cands = {c["template_id"]: c for c in res.report["candidates"] if "specimen" in c}
+    fit, other = res.report["specimen_fit"], cands[twin]["specimen"]
+    assert other["prior"] < 0.01 and fit["prior"] > 0.2  # σ 0.39 in ln: a right one 1.5σ off keeps 0.3
+    if truth.endswith("1L"):
+        assert 0.3 < fit["layers"] < 3 and other["thickness"] < 5  # the bulk would be one layer thick
+    else:
+        assert 50 < fit["thickness"] < 120 and other["layers"] > 8  # a monolayer would need 80 Å of layers

@@ -211,3 +211,27 @@ def test_the_simulation_device_is_checked_and_left_out_of_the_cache_key(srtio3, 
         with pytest.raises(RuntimeError, match="CuPy"):
             gpu.simulate(srtio3, (1, 0, 0))
         assert not list(tmp_path.iterdir())
+
+
+def test_a_monolayer_is_one_layer_whatever_the_thickness_asked():
+    """A monolayer's repeat along the beam is one layer in 20 Å of vacuum: stacked to 160 Å it would be 8
+    layers, 8 times a monolayer's signal. A bulk crystal still grows with the thickness."""
+    from data.library import get_entry
+    from data.simulate import is_slab
+
+    cfg = SimulationConfig(method="multislice", sampling=0.08, min_lateral_extent=7.0)
+    sim = Simulator(SMALL_MIC, cfg)
+    mono = get_entry("MoS2-mx2_2h-1L").structure
+    thin, thick = sim.thickness_series(mono, (0, 0, 1), [20.0, 160.0])
+    assert thin.thickness == thick.thickness == 20.0
+    np.testing.assert_allclose(thick.signals["haadf"], thin.signals["haadf"])
+    conv = Simulator(SMALL_MIC, SimulationConfig(method="convolution"))
+    np.testing.assert_allclose(conv.simulate(mono, (0, 0, 1), 160.0).signals["haadf"],
+                               conv.simulate(mono, (0, 0, 1), 20.0).signals["haadf"])
+    bulk = get_entry("MoS2-mos2_2h").structure  # 2 layers per 12.3 Å repeat
+    b1, b4 = (conv.simulate(bulk, (0, 0, 1), t) for t in (12.3, 49.2))
+    assert b4.thickness == pytest.approx(4 * b1.thickness)
+    assert b4.signals["haadf"].mean() == pytest.approx(4 * b1.signals["haadf"].mean(), rel=1e-6)
+    from data.simulate import _described
+
+    assert is_slab(_described(mono, (0, 0, 1))[0]) and not is_slab(_described(bulk, (0, 0, 1))[0])
