@@ -58,6 +58,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import replace
@@ -235,7 +236,10 @@ def build(args) -> None:
 
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    Dataset.from_generator(rows, features=features).save_to_disk(str(tmp))
+    # a cache of its own each time: `datasets` keys a generator's cache by its code and arguments, not by the
+    # parts it reads, and handed back the previous set's monolayers after they were simulated again
+    with tempfile.TemporaryDirectory(dir=args.out.parent) as cache:
+        Dataset.from_generator(rows, features=features, cache_dir=cache).save_to_disk(str(tmp))
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)
     print(f"wrote {args.out}: {len(plan)} samples")
@@ -339,16 +343,17 @@ def run(args) -> None:
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
             if truth is not None and "clean" in row and getattr(res, "denoised", None) is not None:
-                rec.update(denoising_scores(row, res))
+                rec.update(denoising_scores(row, res, pipe.options))
             # eform relaxes the reconstruction later, without rerunning the pipeline
             rec["cif"] = res.reconstructed.to(fmt="cif") if res.accepted and res.reconstructed is not None else None
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
 
 
-def denoising_scores(row, res) -> dict:
+def denoising_scores(row, res, options=None) -> dict:
     """The denoiser's share, as bench/denoiser.py scores it: the detected columns against the visible
-    truth columns (0.5 Å match radius, border columns left out) and PSNR/SSIM against the clean image."""
+    truth columns (0.5 Å match radius, border columns left out) and PSNR/SSIM against the clean image
+    (put on the beam's scale, as the pipeline put the image, when ``options.beam_counts`` is set)."""
     from dataclasses import asdict
 
     from model.columns import inside, match_columns
@@ -358,7 +363,10 @@ def denoising_scores(row, res) -> dict:
     extent = (res.denoised.shape[1] * px, res.denoised.shape[0] * px)
     truth = np.stack([np.asarray(row["columns_x_A"], float), np.asarray(row["columns_y_A"], float)], 1)
     det = match_columns(inside(res.columns_xy_px * px, extent), inside(truth, extent))
-    psnr, ssim = image_quality(np.asarray(row["clean"]), res.denoised)
+    clean = np.asarray(row["clean"], np.float64)
+    if options is not None and options.absolute:
+        clean = (clean - options.dark_counts) / (options.beam_counts - options.dark_counts)
+    psnr, ssim = image_quality(clean, res.denoised)
     return {"columns": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(det).items()},
             "psnr": psnr, "ssim": ssim}
 

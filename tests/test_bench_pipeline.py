@@ -269,3 +269,13 @@ def test_simulate_only_leaves_parts_and_cache_for_a_later_assembly(tmp_path):
     r = build("--assemble-only")  # e.g. where `datasets` is installed, from parts made elsewhere
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(load_from_disk(str(tmp_path / "set"))["id"]) == ["negative-0000", "negative-0001"]
+    # parts simulated again under the same names (a fix to the simulator) must reach the set: `datasets`
+    # keyed its generator cache by the code, not by the parts, and handed back the old images
+    f = tmp_path / "set.parts" / "negative-0000.npz"
+    z = dict(np.load(f))
+    np.savez(f, **(z | {"image": z["image"] + 1000.0}))
+    r = build("--assemble-only")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ds = load_from_disk(str(tmp_path / "set")).with_format("numpy")
+    row = next(r for r in ds if r["id"] == "negative-0000")
+    np.testing.assert_allclose(row["image"], z["image"] + 1000.0)
