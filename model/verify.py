@@ -51,19 +51,21 @@ ABSOLUTE_SIGMA = 0.389  # σ of ln(scale) about those, in the prior exp(-½ (ln 
 SOURCE_SIGMAS = np.arange(0.0, 0.45, 0.05)  # Å, Gaussian σ of the source blurs tried (data engine: ≤ 0.34)
 
 
+def affine_fit(observed: np.ndarray, simulated: np.ndarray) -> tuple[float, float, float]:
+    """(gain, background, residual sum of squares) of ``observed ≈ gain · simulated + background`` over the field."""
+    y = np.asarray(observed, float).ravel()
+    X = np.stack([np.asarray(simulated, float).ravel(), np.ones(y.size)], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return float(coef[0]), float(coef[1]), float(np.sum((X @ coef - y) ** 2))
+
+
 def blurred_scale(observed: np.ndarray, simulated: np.ndarray, pixel_size: float) -> tuple[float, float]:
     """(scale, σ): ``observed ≈ scale · (simulated ⊗ Gaussian σ) + background`` at the source blur σ (Å,
     among ``SOURCE_SIGMAS``) that fits best. The loop simulates a point source; a microscope's is not."""
-    obs = np.asarray(observed, float).ravel()
-    best = (np.inf, 0.0, 0.0)
-    for sig in SOURCE_SIGMAS:
-        sim = ndimage.gaussian_filter(simulated, sig / pixel_size) if sig > 0 else simulated
-        X = np.stack([sim.ravel(), np.ones(sim.size)], 1)
-        coef, res, *_ = np.linalg.lstsq(X, obs, rcond=None)
-        rss = float(res[0]) if len(res) else float(np.sum((X @ coef - obs) ** 2))
-        if rss < best[0]:
-            best = (rss, float(coef[0]), float(sig))
-    return best[1], best[2]
+    fits = [(affine_fit(observed, ndimage.gaussian_filter(simulated, sig / pixel_size) if sig > 0 else simulated), sig)
+            for sig in SOURCE_SIGMAS]
+    (gain, _, _), sig = min(fits, key=lambda f: f[0][2])
+    return gain, float(sig)
 
 
 @dataclass
@@ -219,8 +221,7 @@ def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised:
     geometry = scan_geometry(reconstruction, denoised.shape, pixel_size, rigid)
     sim = render(repeat, geometry, signal)
     ncc = float(np.mean(_standardise(denoised) * _standardise(sim)))
-    X = np.stack([sim.ravel(), np.ones(sim.size)], 1)
-    (gain, background), *_ = np.linalg.lstsq(X, denoised.ravel(), rcond=None)
+    gain, background, _ = affine_fit(denoised, sim)
 
     labels = column_labels(repeat, geometry, margin=-border, min_visible_weight=min_visible_weight)
     n = int(labels.visible.sum())
