@@ -364,9 +364,7 @@ def denoising_scores(row, res, options=None) -> dict:
     truth = np.stack([np.asarray(row["columns_x_A"], float), np.asarray(row["columns_y_A"], float)], 1)
     det = match_columns(inside(res.columns_xy_px * px, extent), inside(truth, extent))
     clean = np.asarray(row["clean"], np.float64)
-    if options is not None and options.absolute:
-        clean = (clean - options.dark_counts) / (options.beam_counts - options.dark_counts)
-    psnr, ssim = image_quality(clean, res.denoised)
+    psnr, ssim = image_quality(clean if options is None else options.beam_fraction(clean), res.denoised)
     return {"columns": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(det).items()},
             "psnr": psnr, "ssim": ssim}
 

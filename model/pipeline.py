@@ -105,6 +105,10 @@ class Options:
         """Whether the image's intensities are on the incident beam's scale."""
         return self.beam_counts is not None
 
+    def beam_fraction(self, array: np.ndarray) -> np.ndarray:
+        """``array``, in the image's units, as fractions of the incident beam (unchanged on an arbitrary scale)."""
+        return array if not self.absolute else (array - self.dark_counts) / (self.beam_counts - self.dark_counts)
+
 
 @dataclass
 class Calibration:
@@ -336,8 +340,7 @@ class Pipeline:
         denoiser = self.denoiser if self.options.denoise else SmoothingDenoiser()
         o = self.options
         # an absolute-scale image in fractions of the beam, as the loop simulates it
-        array = image.array if not o.absolute else (image.array - o.dark_counts) / (o.beam_counts - o.dark_counts)
-        den = denoiser(array, px if px is not None else denoiser.working_pixel_size(0.1))
+        den = denoiser(o.beam_fraction(image.array), px if px is not None else denoiser.working_pixel_size(0.1))
         cols = den.columns
         lap("denoise")
         say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
