@@ -46,7 +46,9 @@ retrieval over simulated templates, every atom on one plane in a P1 cell), ``mul
 10 lattice candidates instead of 40, the default until the benchmark showed the truth's lattice often fits
 but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint)
 ``elements-specimen`` (both hints) and ``absolute`` (``full`` on an absolute-scale image: the sample's own
-detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them).
+detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them)
+and ``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
+``Options.column_min_weight`` 0).
 
 A monolayer sample is one layer whatever thickness it draws (``data.simulate.is_slab``); until 2026-11-27 it
 was that many layers stacked 20 Å apart, and the monolayer tier was simulated again with one.
@@ -79,8 +81,9 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "latt
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
             "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
-            "absolute": {"absolute": True}}
-OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses")
+            "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0}}
+OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
+               "column_min_weight")
 
 
 def tier_pools() -> dict[str, list]:
@@ -551,7 +554,8 @@ def plot(runs: dict[str, list[dict]], out: Path) -> None:
     # fixed per variant, so a variant looks the same whichever others were run
     styles = dict(zip(VARIANTS, (("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D"),
                                  ((0, (1, 1)), "P"), ((0, (3, 1, 1, 1, 1, 1)), "X"), ((0, (5, 2)), "*"),
-                                 ((0, (2, 2)), "h"), ((0, (8, 2, 2, 2)), "p"), ((0, (1, 2)), "<"), ((0, (6, 1)), ">"))))
+                                 ((0, (2, 2)), "h"), ((0, (8, 2, 2, 2)), "p"), ((0, (1, 2)), "<"), ((0, (6, 1)), ">"),
+                                 ((0, (4, 1, 1, 1, 1, 1)), "d"), ((0, (3, 3)), "8"))))
     tiers = [t for t in TIERS if t != "negative" and any(r["tier"] == t for rows in runs.values() for r in rows)]
     # one dose axis for every panel: the tiers' dose ranges line up, and each shows whole decades
     fig, axes = plt.subplots(1, max(len(tiers), 1), figsize=(3.2 * max(len(tiers), 1), 3.4), sharex=True,

@@ -73,6 +73,9 @@ class Options:
     thickness: float = 80.0  # Å, for the verification simulation (HAADF contrast is ~linear in it here)
     denoise: bool = True  # False: a Gaussian smoothing stands in for the learned denoiser (ablation)
     symmetry: bool = True  # False: the lattice is refined as triclinic, the space group left to chance (ablation)
+    # Which of a candidate's columns the verification's intensity term compares, by Z^1.7 weight relative to
+    # its brightest; None: ``model.verify.COLUMN_MIN_WEIGHT`` (those it deems visible; 0, every one, measured worse)
+    column_min_weight: float | None = None
     # Re-verify up to this many of the best accepted candidates by full multislice (0: off), those within
     # ``multislice_margin`` × the best score; the one multislice explains best is kept. The convolution
     # path misjudges column intensities by ~9 % of the brightest column (bench/column_sigma.py): enough to
@@ -282,7 +285,8 @@ class Pipeline:
                 px = res.pixel_size = pixel_size if known else rec.pixel_size
                 res.reconstruction = rec
                 res.prior_sigma = lattice_prior_sigma(rec, o.pixel_size_error)
-                res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness)
+                res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness,
+                                          min_visible_weight=o.column_min_weight)
                 if o.absolute:
                     res.specimen = specimen_fit(res.verification, c.kind, denoised, px)
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
@@ -312,7 +316,8 @@ class Pipeline:
         say(f"re-verifying {len(close)} close candidates by multislice at {len(thicknesses)} thickness(es)")
         for r in close:
             series = self.multislice.thickness_series(r.reconstruction.structure, r.reconstruction.uvw, thicknesses)
-            tried = [verify_repeat(rep, r.reconstruction, denoised, r.pixel_size) for rep in series]
+            tried = [verify_repeat(rep, r.reconstruction, denoised, r.pixel_size, min_visible_weight=o.column_min_weight)
+                     for rep in series]
             fits = [specimen_fit(v, r.candidate["kind"], denoised, r.pixel_size) if o.absolute else None for v in tried]
             r.multislice_series = [(v.thickness, v.score) for v in tried]
             # the best thickness by the whole product: on an absolute image, the specimen prior weighs in

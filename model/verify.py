@@ -33,6 +33,14 @@ COLUMN_SCALE = "brightest"
 # mean (0.10) scaled by that ratio: as strict as before on a typical correct candidate, and the value
 # bench/column_norm.py measured.
 COLUMN_SIGMA = 0.07
+# Which of a candidate's columns the intensity term compares, by Z^1.7 weight relative to its brightest:
+# those it deems visible. Asking about every column (0, ``Options.column_min_weight``) parts look-alikes
+# with lighter partners (RbF's F columns, at 9 % of Rb, go unscored on a NaCl image whose Na is at 48 %
+# of Cl), but against multislice the loop's faint columns are off by factors of 0.84-1.6 (16 validation
+# pairs, bench/column_sigma.py --min-weight 0: bench/results/column_sigma_all_columns.json), so the right
+# candidate's faint columns cost about as much: on the pipeline benchmark's 280 crystals it kept 174
+# against 177 (8 gained, 11 lost; the ``all-columns`` variant).
+COLUMN_MIN_WEIGHT = MIN_VISIBLE_WEIGHT
 
 
 # An image in fractions of the incident beam (``model.pipeline.Options.beam_counts``: the detector's reading
@@ -117,7 +125,7 @@ class Verification:
     ncc: float  # normalised cross-correlation of the standardised images, [-1, 1]
     intensity_score: float  # [0, 1]: exp(-χ²/2n) of detected vs simulated column intensities (σ: COLUMN_SIGMA)
     score: float  # [0, 1]: NCC_WEIGHT·max(ncc, 0) + (1 - NCC_WEIGHT)·intensity_score
-    n_columns: int  # simulated visible columns inside the field that were compared
+    n_columns: int  # simulated columns inside the field that were compared (COLUMN_MIN_WEIGHT)
     gain: float  # denoised ≈ gain · simulated + background, over the whole field
     background: float
     geometry: dict = field(default_factory=dict)  # the ScanGeometry the simulation was rendered with
@@ -198,21 +206,21 @@ def column_error(observed: np.ndarray, simulated: np.ndarray, labels, scale: str
 
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
            thickness: float | None = None, signal: str = "haadf", rigid: bool = False,
-           min_visible_weight: float = MIN_VISIBLE_WEIGHT, border: float = 2.0) -> Verification:
+           min_visible_weight: float | None = None, border: float = 2.0) -> Verification:
     """Score ``reconstruction`` against ``denoised`` (pixel size in Å/px: the one the alignment's
     Å coordinates were made with, i.e. ``reconstruction.pixel_size`` when it was estimated).
 
     Standardising both images makes the NCC blind to the detector's gain and offset; the column
     score fits those two once over the whole field and then asks whether the simulated column
     intensities predict the detected ones. ``border`` (px) leaves the field's edge out of the
-    column comparison.
+    column comparison; ``min_visible_weight`` which columns it compares (None: ``COLUMN_MIN_WEIGHT``).
     """
     repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
     return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border)
 
 
 def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,
-                  signal: str = "haadf", rigid: bool = False, min_visible_weight: float = MIN_VISIBLE_WEIGHT,
+                  signal: str = "haadf", rigid: bool = False, min_visible_weight: float | None = None,
                   border: float = 2.0, column_scale: str = COLUMN_SCALE, column_sigma: float = COLUMN_SIGMA) -> Verification:
     """``verify`` with the reconstruction's repeat image already simulated (e.g. one of a thickness series).
     ``column_scale`` and ``column_sigma``: the intensity term's normalisation (``column_residuals``) and
@@ -223,7 +231,8 @@ def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised:
     ncc = float(np.mean(_standardise(denoised) * _standardise(sim)))
     gain, background, _ = affine_fit(denoised, sim)
 
-    labels = column_labels(repeat, geometry, margin=-border, min_visible_weight=min_visible_weight)
+    labels = column_labels(repeat, geometry, margin=-border,
+                           min_visible_weight=COLUMN_MIN_WEIGHT if min_visible_weight is None else min_visible_weight)
     n = int(labels.visible.sum())
     score_i = 0.0
     if n >= 3 and gain > 0:

@@ -348,3 +348,23 @@ def test_column_residuals_relative_to_the_brightest_column_ignore_faint_columns(
     bright_shift = np.abs(rel["brightest", 4] - rel["brightest", 2]).max()
     mean_shift = np.abs(rel["mean", 4] - rel["mean", 2]).max()
     assert mean_shift > 0.02 and bright_shift < mean_shift / 2
+
+
+def test_the_intensity_term_can_ask_a_candidate_about_its_faint_columns_too(sim):
+    """NaCl [110] shows Na and Cl columns (Na at 48 % of Cl's Z^1.7); RbF, a rocksalt of the same size,
+    puts bright Rb on one set and F (9 % of Rb) on the other. Scored where it expects visible columns
+    (the default), RbF explains the image's columns; asked about its F columns too
+    (``Options.column_min_weight`` 0, the benchmark's ``all-columns`` variant), it fails."""
+    nacl = get_entry("NaCl-rocksalt")
+    sc = scene(sim, nacl.structure, (1, 1, 0), seed=5, noise=0.0)
+    rbf = get_entry("RbF-rocksalt")
+    scores = {}
+    for entry in (nacl, rbf):
+        al = align_template(sc.xy, entry, (1, 1, 0), True, pixel_size=PIXEL, intensity=sc.intensity)
+        rec = reconstruct(entry, (1, 1, 0), al)
+        scores[entry.id] = verify(rec, sc.image, PIXEL, sim), verify(rec, sc.image, PIXEL, sim, min_visible_weight=0.0)
+    (right, right_all), (wrong, wrong_all) = scores[nacl.id], scores[rbf.id]
+    assert wrong_all.n_columns == 2 * wrong.n_columns  # its F columns are compared too
+    assert wrong.intensity_score > 0.9  # where it expects columns, its Rb columns fit
+    assert right_all.intensity_score > 0.9 and wrong_all.intensity_score < 0.2
+    assert right_all.score > wrong_all.score + 0.3 and right.score > wrong.score  # the NCC alone ranks it below
