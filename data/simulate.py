@@ -395,9 +395,11 @@ class Simulator:
                 for z in sorted(set(int(n) for n in atoms.numbers))}
 
     def incoherent_object(self, atoms: Atoms, parts=None, exponent: float | None = None,
-                          blur: float | None = None) -> np.ndarray:
+                          blur: float | None = None, weights: np.ndarray | None = None) -> np.ndarray:
         """The object the probe is convolved with, per Å of thickness. ``parts`` (the cell's
-        ``projected_potential`` or its ``atom_potentials``) and the constants may be passed to fit them."""
+        ``projected_potential`` or its ``atom_potentials``) and the constants may be passed to fit them;
+        ``weights`` (one per atom, per-atom object only) to try models of what else sets an atom's share
+        (bench/depth_object.py)."""
         from data.scan import blur_periodic  # data.scan imports this module
 
         cfg = self.config
@@ -412,11 +414,12 @@ class Simulator:
         ky = np.fft.fftfreq(ny, cell[1] / ny)[:, None]
         kx = np.fft.fftfreq(nx, cell[0] / nx)[None, :]
         total = np.zeros((ny, nx), complex)
+        w = np.ones(len(atoms)) if weights is None else np.asarray(weights, float)
         for z, v in kernels.items():
             xy = atoms.positions[atoms.numbers == z][:, :2]
             # structure factor of this element's sites (places the kernel at every atom, sub-pixel
             # exact); the phase factorises in x and y, so it is one (ny, n) @ (n, nx) product
-            sites = np.exp(-2j * np.pi * ky * xy[:, 1]) @ np.exp(-2j * np.pi * xy[:, 0, None] * kx)
+            sites = (np.exp(-2j * np.pi * ky * xy[:, 1]) * w[atoms.numbers == z]) @ np.exp(-2j * np.pi * xy[:, 0, None] * kx)
             total += np.fft.fft2(np.clip(blur_periodic(v, _sampling(v, cell), blur), 0, None) ** exponent) * sites
         return np.clip(np.fft.ifft2(total).real, 0, None) / atoms.cell[2, 2]
 

@@ -169,6 +169,22 @@ def test_atoms_object_makes_column_brightness_grow_with_its_atoms_like_multislic
         SimulationConfig(convolution_object="voxels")
 
 
+def test_per_atom_weights_scale_each_atom_share_of_the_object():
+    """``incoherent_object(weights=...)``: an atom weighted 0 is gone from the object, one weighted 2
+    counts twice (bench/depth_object.py tries depth weights through it)."""
+    from ase import Atoms
+
+    sim = Simulator(SMALL_MIC, SimulationConfig(method="convolution", sampling=0.08, min_lateral_extent=7.0))
+    pair = Atoms("S2", positions=[[0, 0, 1.0], [2.0, 2.0, 2.5]], cell=[4.0, 4.0, 6.0], pbc=True)
+    kernels = sim.atom_potentials(pair)
+    one = sim.incoherent_object(pair[:1], kernels)
+    both = sim.incoherent_object(pair, kernels)
+    assert np.allclose(sim.incoherent_object(pair, kernels, weights=[1.0, 0.0]), one, atol=1e-9 * one.max())
+    doubled = sim.incoherent_object(pair, kernels, weights=[2.0, 1.0])
+    assert np.allclose(doubled, both + one, atol=1e-9 * one.max())
+    assert not np.allclose(doubled, both)
+
+
 def _save_many(path, n, barrier):
     from data.simulate import RepeatImage
 
