@@ -47,8 +47,10 @@ retrieval over simulated templates, every atom on one plane in a P1 cell), ``mul
 but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint)
 ``elements-specimen`` (both hints) and ``absolute`` (``full`` on an absolute-scale image: the sample's own
 detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them)
-and ``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
-``Options.column_min_weight`` 0).
+``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
+``Options.column_min_weight`` 0) and ``not-in-library`` (``full`` with the truth's own entry excluded from the
+candidates: a material the library lacks, which success cannot count; the report gives how many such crystals
+are accepted as another material, and how many of those keep the truth's prototype and zone axis).
 
 A monolayer sample is one layer whatever thickness it draws (``data.simulate.is_slab``); until 2026-11-27 it
 was that many layers stacked 20 Å apart, and the monolayer tier was simulated again with one.
@@ -75,13 +77,15 @@ TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolay
          "negative": (1e3, 1e5)}
 DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 DOSE_BANDS = (1e3, 5e3, 2e4, 1e5)  # success by dose across tiers: the tiers' own ranges overlap
-# Options overrides per variant; "pixel", "elements", "specimen" and "seed" are handled by ``run``
+# Options overrides per variant; "pixel", "elements", "specimen", "absolute", "exclude_truth" and "seed" are
+# handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
             "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
-            "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0}}
+            "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0},
+            "not-in-library": {"exclude_truth": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
                "column_min_weight")
 
@@ -325,8 +329,10 @@ def run(args) -> None:
                                               "template": {"id": cands[0]["template_id"]},
                                               "lattice": {"reconstructed": dict(zip("abc", structure.lattice.abc))}})
             else:
+                # a material the library lacks: its own entry is never a candidate
+                exclude = [str(row["template_id"])] if spec.get("exclude_truth") and truth is not None else None
                 res = pipe.run(LoadedImage(image, float(row["pixel_size"]) if given else None,
-                                           "flag" if given else "unknown", str(row["id"]), "npy"))
+                                           "flag" if given else "unknown", str(row["id"]), "npy"), exclude=exclude)
             cands = res.report.get("candidates") or []
             key = (str(row["template_id"]), [int(v) for v in row["zone_axis"]])
             # retrieval's own rank of the truth among the candidates (the report lists them by verification)
@@ -345,6 +351,9 @@ def run(args) -> None:
                                   for c in cands if "multislice_score" in c]}
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
+                if baseline is None:  # the truth's structure type seen along its zone axis, whatever the species
+                    rec["prototype_kept"] = (res.report["template"]["prototype"] == get_entry(key[0]).prototype
+                                             and res.report["zone_axis"]["uvw"] == key[1])
             if truth is not None and "clean" in row and getattr(res, "denoised", None) is not None:
                 rec.update(denoising_scores(row, res, pipe.options))
             # eform relaxes the reconstruction later, without rerunning the pipeline
@@ -667,6 +676,14 @@ def report(args) -> None:
             if fates.get(v, {}).get("confusions"):
                 lines += ["", f"`{v}`: wrong crystals kept most often (truth → kept, samples):", "",
                           ", ".join(f"{c['truth']} → {c['kept']} {c['n']}" for c in fates[v]["confusions"][:10])]
+    for v, rows in runs.items():
+        if VARIANTS.get(v, {}).get("exclude_truth"):
+            cr = [r for r in rows if r["kind"] == "crystal"]
+            acc = [r for r in cr if r["accepted"]]
+            lines += ["", f"`{v}` (the truth's own entry never a candidate, as for a material the library lacks): "
+                      f"{len(acc)} of {len(cr)} crystals accepted as another material ({pct(len(acc) / max(len(cr), 1))}), "
+                      f"{sum(bool(r.get('prototype_kept')) for r in acc)} of them with the truth's prototype and zone "
+                      f"axis; {len(cr) - len(acc)} refused."]
     (args.results / f"{args.data.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

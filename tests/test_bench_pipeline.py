@@ -67,6 +67,7 @@ def small_run(tmp_path_factory):
     cli("eform", "--variant", "full", "--potential", "chgnet", "--steps", "60", "--data", data, "--results", results)
     eform_first = (results / "set" / "full.eform.jsonl").read_text()
     cli("eform", "--variant", "full", "--potential", "chgnet", "--data", data, "--results", results)
+    cli("run", "--variant", "not-in-library", "--ids", "tier1-0000,tier2-0000", "--data", data, "--results", results)
     cli("report", "--data", data, "--results", results)
     return first, results, eform_first
 
@@ -279,3 +280,15 @@ def test_simulate_only_leaves_parts_and_cache_for_a_later_assembly(tmp_path):
     ds = load_from_disk(str(tmp_path / "set")).with_format("numpy")
     row = next(r for r in ds if r["id"] == "negative-0000")
     np.testing.assert_allclose(row["image"], z["image"] + 1000.0)
+
+
+def test_a_material_the_library_lacks_is_never_among_its_own_candidates(small_run):
+    _, results, _ = small_run
+    rows = [json.loads(line) for line in (results / "set" / "not-in-library.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["tier1-0000", "tier2-0000"]
+    for r in rows:
+        assert r["truth_rank"] is None and r["template"] != r["truth"] and r["success"] is False
+        assert ("prototype_kept" in r) == r["accepted"]
+    n_acc = sum(r["accepted"] for r in rows)
+    assert f"{n_acc} of 2 crystals accepted as another material" in (results / "set.md").read_text()
+
