@@ -76,8 +76,8 @@ def main(argv=None) -> None:
         if faint.any():
             row["faint_columns"] = int(faint.sum())
             row["faint_multislice_over_loop"] = round(float(np.median(1 + r[faint] * m.max() / m[faint])), 3)
-        # columns the loop's model makes alike (same species, intensity within 2 %) that multislice parts:
-        # the same column at another depth in the repeat (the probe's focus is the entrance surface)
+        # columns the loop's model makes alike (same species, intensity within 2 %) that multislice parts: the
+        # same column at another depth in the repeat, which a depth-blind object cannot tell (bench/depth_object.py)
         d = column_values(d_img, labels)
         comp = np.array(labels.composition)[labels.visible]
         spreads = [np.ptp(d[g]) / d[g].max() for c in set(comp) for g in [np.flatnonzero(comp == c)]

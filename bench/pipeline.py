@@ -44,9 +44,9 @@ retrieval over simulated templates, every atom on one plane in a P1 cell), ``mul
 ``--multislice-k 3``: the close contenders re-verified by full multislice), ``multislice-thickness``
 (``multislice`` with each contender scored at its best of 20, 40, 80 and 160 Å), ``lattice10`` (``full`` with
 10 lattice candidates instead of 40, the default until the benchmark showed the truth's lattice often fits
-but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint)
-``elements-specimen`` (both hints) and ``absolute`` (``full`` on an absolute-scale image: the sample's own
-detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them)
+but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolayer, as the --specimen hint),
+``elements-specimen`` (both hints), ``absolute`` (``full`` on an absolute-scale image: the sample's own
+detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them),
 ``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
 ``Options.column_min_weight`` 0) and ``not-in-library`` (``full`` with the truth's own entry excluded from the
 candidates: a material the library lacks, which success cannot count; the report gives how many such crystals
