@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 
 def main(argv=None) -> None:
@@ -40,11 +39,7 @@ def main(argv=None) -> None:
     from data.library import zone_axis_pairs
     from data.scan import ScanGeometry, column_labels, render
     from data.simulate import SimulationConfig, Simulator
-    from model.verify import column_error, column_residuals, loop_simulator
-
-    def column_values(img, labels):  # the simulated column intensities column_residuals compares
-        at = [labels.y_px[labels.visible], labels.x_px[labels.visible]]
-        return ndimage.map_coordinates(ndimage.gaussian_filter(img, 0.15 / labels.pixel_size), at, order=1)
+    from model.verify import column_error, column_residuals, column_values, loop_simulator
 
     ms = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats")
     cv = loop_simulator()

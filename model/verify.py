@@ -180,6 +180,13 @@ def _standardise(img: np.ndarray) -> np.ndarray:
     return (img - img.mean()) / s if s > 0 else np.zeros_like(img)
 
 
+def column_values(image: np.ndarray, labels) -> np.ndarray:
+    """``image`` at the visible columns of ``labels``, through a light blur (0.15 Å) so a column's value is
+    not one noisy pixel: what the intensity term compares."""
+    at = [labels.y_px[labels.visible], labels.x_px[labels.visible]]
+    return ndimage.map_coordinates(ndimage.gaussian_filter(image, 0.15 / labels.pixel_size), at, order=1)
+
+
 def column_residuals(observed: np.ndarray, simulated: np.ndarray, labels, background: float = 0.0,
                      scale: str = "mean") -> np.ndarray | None:
     """(d - k·m) / c at the visible columns: d the observed column intensities above ``background``, m
@@ -187,13 +194,10 @@ def column_residuals(observed: np.ndarray, simulated: np.ndarray, labels, backgr
     brightest column k·max(m) (``"brightest"``, what the loop uses: blind to how many faint columns a
     candidate makes visible, which the mean is not; bench/column_norm.py compares the two). None when
     nothing is comparable."""
-    vis = labels.visible
-    s = 0.15 / labels.pixel_size  # a light blur, so a column's value is not one noisy pixel
-    at = [labels.y_px[vis], labels.x_px[vis]]
-    d = ndimage.map_coordinates(ndimage.gaussian_filter(observed, s), at, order=1) - background
-    m = ndimage.map_coordinates(ndimage.gaussian_filter(simulated, s), at, order=1)
+    d = column_values(observed, labels) - background
+    m = column_values(simulated, labels)
     k = float(d @ m / (m @ m)) if m @ m > 0 else 0.0
-    if not vis.any() or k <= 0 or d.mean() <= 0:
+    if not labels.visible.any() or k <= 0 or d.mean() <= 0:
         return None
     c = {"mean": d.mean(), "brightest": k * m.max()}[scale]
     return (d - k * m) / c
