@@ -26,6 +26,16 @@ from pathlib import Path
 import numpy as np
 
 
+def drawn_pairs(split: str, n: int, seed: int) -> list:
+    """The (entry, zone axis) pairs these measurements draw: ``n`` bulk pairs of two or more elements from
+    ``split``, in the order of ``seed`` (bench/depth_object.py reads the same ones)."""
+    from data.library import zone_axis_pairs
+
+    pairs = [(e, z) for e, z in zone_axis_pairs(split, kind="bulk") if len(e.structure.composition) >= 2]
+    rng = np.random.default_rng(seed)
+    return [pairs[int(i)] for i in rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
@@ -36,18 +46,14 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench/results/column_sigma.json")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    from data.library import zone_axis_pairs
     from data.scan import ScanGeometry, column_labels, render
     from data.simulate import SimulationConfig, Simulator
     from model.verify import column_error, column_residuals, column_values, loop_simulator
 
     ms = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats")
     cv = loop_simulator()
-    pairs = [(e, z) for e, z in zone_axis_pairs(args.split, kind="bulk") if len(e.structure.composition) >= 2]
-    rng = np.random.default_rng(args.seed)
     rows = []
-    for idx in rng.choice(len(pairs), size=min(args.pairs, len(pairs)), replace=False):
-        entry, za = pairs[int(idx)]
+    for entry, za in drawn_pairs(args.split, args.pairs, args.seed):
         geom = ScanGeometry(shape=(128, 128), pixel_size=0.1)
         rep_ms = ms.simulate(entry.structure, za["uvw"], args.thickness)
         d_img = render(rep_ms, geom)

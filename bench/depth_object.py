@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench/results/depth_object.json")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    from data.library import zone_axis_pairs
+    from column_sigma import drawn_pairs  # bench/ is this script's folder
+
     from data.scan import ScanGeometry, column_labels, render
     from data.simulate import RepeatImage, SimulationConfig, Simulator
     from data.zone_axes import describe
@@ -42,12 +43,9 @@ def main(argv=None) -> None:
 
     ms = Simulator(config=SimulationConfig(method="multislice"), cache_dir=".cache/repeats")
     cv = loop_simulator(cache_dir=None)
-    pairs = [(e, z) for e, z in zone_axis_pairs(args.split, kind="bulk") if len(e.structure.composition) >= 2]
-    rng = np.random.default_rng(args.seed)  # the draw of bench/column_sigma.py
     geom = ScanGeometry(shape=(128, 128), pixel_size=0.1)
     cases = []
-    for idx in rng.choice(len(pairs), size=min(args.pairs, len(pairs)), replace=False):
-        entry, za = pairs[int(idx)]
+    for entry, za in drawn_pairs(args.split, args.pairs, args.seed):  # the pairs of bench/column_sigma.py
         rep_ms = ms.simulate(entry.structure, za["uvw"], args.thickness)
         _, atoms, _ = describe(entry.structure, tuple(za["uvw"]))
         cases.append({"pair": f"{entry.id} [{za['label']}]", "atoms": atoms, "kernels": cv.atom_potentials(atoms),
