@@ -1,7 +1,8 @@
 """One atomic-resolution STEM image in, a relaxed crystal structure out.
 
-    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--elements Sr,Ti,O]
-                    [--specimen bulk|monolayer] [--beam-counts COUNTS [--dark-counts COUNTS]] [--out DIR]
+    python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--column-sigma ANGSTROM]
+                    [--elements Sr,Ti,O] [--specimen bulk|monolayer] [--beam-counts COUNTS [--dark-counts COUNTS]]
+                    [--out DIR]
                     [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
@@ -27,6 +28,10 @@ def parse_args(argv=None):
     p.add_argument("--pixel-size-error", type=float, default=0.01,
                    help="relative 1σ of the pixel size (default 0.01): how far a candidate's tabulated lattice "
                         "may be from the one measured")
+    p.add_argument("--column-sigma", type=float, metavar="ANGSTROM",
+                   help="without a pixel size: the Gaussian σ of an atom column's image on this microscope; the "
+                        "pixel size the columns' width then gives weighs the candidates (default: off, only the "
+                        "lattice's shape; the report gives that estimate at model.pixel_size.COLUMN_SIGMA anyway)")
     p.add_argument("--elements", help="comma-separated elements the sample may contain, e.g. Sr,Ti,O")
     p.add_argument("--specimen", choices=["bulk", "monolayer"],
                    help="what the specimen is, when known: a monolayer and its bulk crystal project alike "
@@ -118,6 +123,8 @@ def main(argv=None) -> int:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
         if not 0 < args.pixel_size_error < 1:
             raise InputError(f"--pixel-size-error must be a fraction between 0 and 1, got {args.pixel_size_error}")
+        if args.column_sigma is not None and not (0 < args.column_sigma <= 2):
+            raise InputError(f"--column-sigma must be a width in Å above 0 and up to 2, got {args.column_sigma}")
         check_beam_counts(args.beam_counts, args.dark_counts)
         out = Path(args.out)
         check_out_dir(out)
@@ -141,7 +148,7 @@ def main(argv=None) -> int:
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
                       multislice_k=args.multislice_k, multislice_thicknesses=thicknesses,
-                      beam_counts=args.beam_counts, dark_counts=args.dark_counts)
+                      beam_counts=args.beam_counts, dark_counts=args.dark_counts, column_sigma=args.column_sigma)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

@@ -26,21 +26,68 @@ from pathlib import Path
 import numpy as np
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def validation_images(simulator, n_bulk: int, n_monolayers: int, split: str = "val", max_cell_area: float = 120.0,
+                      size: int = 256, seed: int = 11, dose=(5e3, 1e5), skipped: list | None = None):
+    """(kind, entry, uvw, dose, ``data.sample.Sample``) for ``n_bulk`` bulk images of ``split``'s pairs and
+    ``n_monolayers`` of the train and validation monolayers, drawn as the pipeline benchmark draws its own
+    (pixel size 0.06-0.15 Å, dose log-uniform in ``dose``). The same arguments give the same images; the
+    dose range changes only the noise. Bulk cells over ``max_cell_area`` Å² are passed over (appended to
+    ``skipped``): their multislice takes many minutes here."""
+    from data.library import zone_axis_pairs
+    from data.noise import ConditionRanges
+    from data.sample import draw_sample
+    from data.simulate import _described
+
+    bulk_pairs = [(e, za) for e, za in zone_axis_pairs(split) if e.kind == "bulk"]
+    mono_pairs = [(e, za) for s in ("train", "val") for e, za in zone_axis_pairs(s) if e.kind == "monolayer"]
+    ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
+    rng = np.random.default_rng(seed)
+    for kind, pairs, n in (("bulk", bulk_pairs, n_bulk), ("monolayer", mono_pairs, n_monolayers)):
+        made = 0
+        while made < n:
+            entry, za = pairs[int(rng.integers(len(pairs)))]
+            uvw = tuple(za["uvw"])
+            cell = _described(entry.structure, uvw)[0].cell
+            if kind == "bulk" and cell[0, 0] * cell[1, 1] > max_cell_area:
+                if skipped is not None:
+                    skipped.append((entry.id, uvw))
+                continue
+            d = float(np.exp(rng.uniform(*np.log(dose))))
+            yield kind, entry, uvw, d, draw_sample(simulator, entry.structure, uvw, rng, ranges, (size, size), dose=d)
+            made += 1
+
+
+def spread(values) -> dict:
+    """Median, σ of ln, and range of positive ``values``."""
+    v = np.log(np.asarray(values, float))
+    return {"n": int(len(v)), "median": round(float(np.exp(np.median(v))), 4),
+            "sd_ln": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None,
+            "min": round(float(np.exp(v.min())), 4), "max": round(float(np.exp(v.max())), 4)}
+
+
+def image_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The command line of a script over ``validation_images`` (``images_from`` reads it)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--bulk", type=int, default=30, help="bulk images")
     ap.add_argument("--monolayers", type=int, default=16, help="monolayer images")
     ap.add_argument("--split", default="val", help="split of the bulk pairs")
     ap.add_argument("--max-cell-area", type=float, default=120.0, help="Å², bulk repeat cells larger are skipped")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--out", default="bench/results/absolute_scale.json")
-    args = ap.parse_args(argv)
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def images_from(args, simulator, **kw):
+    """``validation_images`` as ``image_arguments`` asked for them."""
+    return validation_images(simulator, args.bulk, args.monolayers, args.split, args.max_cell_area, args.size,
+                             args.seed, **kw)
+
+
+def main(argv=None) -> None:
+    args = image_arguments(__doc__.splitlines()[0], "bench/results/absolute_scale.json").parse_args(argv)
     warnings.filterwarnings("ignore")
-    from data.library import load_library, zone_axis_pairs
-    from data.noise import ConditionRanges
-    from data.sample import draw_sample
-    from data.simulate import _described
+    from data.library import load_library
     from model.denoiser import Denoiser
     from model.lattice import align_template, fit_lattice
     from model.reconstruct import reconstruct
@@ -51,11 +98,7 @@ def main(argv=None) -> None:
     by_formula = {}
     for e in library:
         by_formula.setdefault((e.structure.composition.reduced_formula, e.kind), e)
-    bulk_pairs = [(e, za) for e, za in zone_axis_pairs(args.split) if e.kind == "bulk"]
-    mono_pairs = [(e, za) for s in ("train", "val") for e, za in zone_axis_pairs(s) if e.kind == "monolayer"]
-    ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15))
-    rng = np.random.default_rng(args.seed)
-    rows, skipped = [], 0
+    rows, skipped = [], []
 
     def truth_fit(entry, uvw, xy, res, px, kind):
         lattice = None
@@ -68,52 +111,35 @@ def main(argv=None) -> None:
         ver = verify(rec, res.denoised, px, loop, thickness=80.0)
         return ver, specimen_fit(ver, kind, res.denoised, px)
 
-    for kind, pairs, n in (("bulk", bulk_pairs, args.bulk), ("monolayer", mono_pairs, args.monolayers)):
-        made = 0
-        while made < n:
-            entry, za = pairs[int(rng.integers(len(pairs)))]
-            uvw = tuple(za["uvw"])
-            cell = _described(entry.structure, uvw)[0].cell
-            if kind == "bulk" and cell[0, 0] * cell[1, 1] > args.max_cell_area:
-                skipped += 1
-                continue
-            dose = float(np.exp(rng.uniform(np.log(5e3), np.log(1e5))))
-            s = draw_sample(ms, entry.structure, uvw, rng, ranges, (args.size, args.size), dose=dose)
-            made += 1
-            noise, px = s.conditions.noise, s.conditions.geometry.pixel_size
-            fraction = (s.noisy - noise.offset) / (noise.gain * noise.electrons_per_pixel(px))
-            res = den(fraction, px)
-            row = {"template_id": entry.id, "kind": kind, "zone_axis": list(uvw), "dose": dose, "pixel_size": px,
-                   "thickness": s.thickness, "source_size": noise.source_size, "background": noise.background}
+    for kind, entry, uvw, dose, s in images_from(args, ms, skipped=skipped):
+        noise, px = s.conditions.noise, s.conditions.geometry.pixel_size
+        fraction = (s.noisy - noise.offset) / (noise.gain * noise.electrons_per_pixel(px))
+        res = den(fraction, px)
+        row = {"template_id": entry.id, "kind": kind, "zone_axis": list(uvw), "dose": dose, "pixel_size": px,
+               "thickness": s.thickness, "source_size": noise.source_size, "background": noise.background}
+        try:
+            ver, fit = truth_fit(entry, uvw, res.columns.xy, res, px, kind)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+            rows.append(row | {"error": f"{type(e).__name__}: {e}"[:200]})
+            continue
+        # gain: the verification's, without the source blur; the fit's scale has it fitted
+        row |= {"score": ver.score, "gain": ver.gain, "simulated_thickness": ver.thickness, "fit": fit.to_dict()}
+        if kind == "bulk" and fit.scale > 0:  # the constants' own measure, free of BULK_SCALE
+            row["thickness_ratio"] = fit.scale * ver.thickness / s.thickness
+        twin = by_formula.get((entry.structure.composition.reduced_formula,
+                               "bulk" if kind == "monolayer" else "monolayer"))
+        if twin is not None and uvw == (0, 0, 1) and any(tuple(z["uvw"]) == (0, 0, 1) for z in twin.zone_axes):
             try:
-                ver, fit = truth_fit(entry, uvw, res.columns.xy, res, px, kind)
+                tver, tfit = truth_fit(twin, (0, 0, 1), res.columns.xy, res, px, twin.kind)
+                row["twin"] = {"template_id": twin.id, "score": tver.score, "fit": tfit.to_dict()}
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
-                rows.append(row | {"error": f"{type(e).__name__}: {e}"[:200]})
-                continue
-            # gain: the verification's, without the source blur; the fit's scale has it fitted
-            row |= {"score": ver.score, "gain": ver.gain, "simulated_thickness": ver.thickness, "fit": fit.to_dict()}
-            if kind == "bulk" and fit.scale > 0:  # the constants' own measure, free of BULK_SCALE
-                row["thickness_ratio"] = fit.scale * ver.thickness / s.thickness
-            twin = by_formula.get((entry.structure.composition.reduced_formula,
-                                   "bulk" if kind == "monolayer" else "monolayer"))
-            if twin is not None and uvw == (0, 0, 1) and any(tuple(z["uvw"]) == (0, 0, 1) for z in twin.zone_axes):
-                try:
-                    tver, tfit = truth_fit(twin, (0, 0, 1), res.columns.xy, res, px, twin.kind)
-                    row["twin"] = {"template_id": twin.id, "score": tver.score, "fit": tfit.to_dict()}
-                except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
-                    row["twin"] = {"template_id": twin.id, "error": f"{type(e).__name__}: {e}"[:200]}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-
-    def spread(values):
-        v = np.log(np.asarray(values, float))
-        return {"n": int(len(v)), "median": round(float(np.exp(np.median(v))), 4),
-                "sd_ln": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None,
-                "min": round(float(np.exp(v.min())), 4), "max": round(float(np.exp(v.max())), 4)}
+                row["twin"] = {"template_id": twin.id, "error": f"{type(e).__name__}: {e}"[:200]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
     ok = [r for r in rows if "fit" in r and r["fit"]["scale"] > 0]  # a scale ≤ 0: the truth did not align
     summary = {
-        "images": len(rows), "fitted": len(ok), "bulk_cells_skipped": skipped,
+        "images": len(rows), "fitted": len(ok), "bulk_cells_skipped": len(skipped),
         "monolayer_scale": spread([r["fit"]["scale"] for r in ok if r["kind"] == "monolayer"]),
         "monolayer_gain_without_blur": spread([r["gain"] for r in ok if r["kind"] == "monolayer" and r["gain"] > 0]),
         "bulk_thickness_ratio": spread([r["thickness_ratio"] for r in ok if r["kind"] == "bulk"]),

@@ -36,7 +36,9 @@ and where ``eform`` ran, the formation-energy MAE over matched and over all acce
 (success rate vs dose per tier, lattice-error histogram per variant) go to ``bench/results/<set>/plots/``.
 
 Variants: ``full`` (infer.py's defaults: pixel size given, closed loop over the top 10 by embedding
-and up to 40 more whose lattice fits), ``no-pixel`` (pixel size estimated), ``top1`` (no closed loop: the
+and up to 40 more whose lattice fits), ``no-pixel`` (pixel size estimated, by the lattice's shape alone),
+``no-pixel-width`` (``no-pixel`` with each candidate's pixel size weighed by how plausible the columns' width
+makes it: ``--column-sigma``, ``model.pixel_size``), ``top1`` (no closed loop: the
 embedding's first candidate is kept), ``elements`` (the truth's elements as the --elements hint),
 ``no-denoiser`` (a Gaussian smoothing instead of the learned denoiser), ``no-symmetry`` (the cell
 refined as triclinic), ``seed`` (the seed system re-implemented: Otsu + pair-distance histogram
@@ -71,6 +73,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from model.pixel_size import COLUMN_SIGMA
+
 DATA = Path("datasets/bench-pipeline")
 RESULTS = Path("bench/results")  # <set name>/<variant>.jsonl, <set name>.md, <set name>.json
 TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolayer": (5e3, 1e5),
@@ -79,7 +83,8 @@ DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 DOSE_BANDS = (1e3, 5e3, 2e4, 1e5)  # success by dose across tiers: the tiers' own ranges overlap
 # Options overrides per variant; "pixel", "elements", "specimen", "absolute", "exclude_truth" and "seed" are
 # handled by ``run``
-VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "lattice_k": 0},
+VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel": False, "column_sigma": COLUMN_SIGMA},
+            "top1": {"top_k": 1, "lattice_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
@@ -87,7 +92,7 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "top1": {"top_k": 1, "latt
             "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0},
             "not-in-library": {"exclude_truth": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
-               "column_min_weight")
+               "column_min_weight", "column_sigma")
 
 
 def tier_pools() -> dict[str, list]:
@@ -529,14 +534,15 @@ def outcomes(rows: list[dict], top: int = 15) -> dict:
             "success_by_dose": bands}
 
 
-def paired_with_full(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Each variant against ``full`` on the samples both ran: a variant run on part of the set (a slow
-    ablation on a subset) is then compared like for like, not against ``full`` on other images."""
-    full = {r["id"]: r for r in runs.get("full", [])}
+def paired_with_full(runs: dict[str, list[dict]], base: str = "full") -> dict[str, dict]:
+    """Each variant against ``full`` (or ``base``; its rates keep the ``full_`` keys) on the samples both
+    ran: a variant run on part of the set (a slow ablation on a subset) is then compared like for like,
+    not against ``full`` on other images."""
+    full = {r["id"]: r for r in runs.get(base, [])}
     out = {}
     for v, rows in runs.items():
         shared = [(r, full[r["id"]]) for r in rows if r["id"] in full]
-        if v == "full" or not shared:
+        if v == base or not shared:
             continue
         crystals = [(r, f) for r, f in shared if r["kind"] == "crystal"]
         negs = [(r, f) for r, f in shared if r["kind"] != "crystal"]
@@ -631,9 +637,13 @@ def report(args) -> None:
     parts = args.data.with_name(args.data.name + ".parts") / "config.json"
     info = json.loads(parts.read_text()) if parts.is_file() else {}
     paired = paired_with_full(runs)
+    # the columns' width as a prior against the lattice's shape alone, where both ran
+    width = paired_with_full({v: runs[v] for v in ("no-pixel", "no-pixel-width") if v in runs},
+                             base="no-pixel").get("no-pixel-width")
     fates = {v: outcomes(rows) for v, rows in runs.items()}
     (args.results / f"{args.data.name}.json").write_text(json.dumps({"set": info, "variants": results,
                                                                       "paired_with_full": paired,
+                                                                      "no_pixel_width_vs_shape": width,
                                                                       "outcomes": fates}, indent=1) + "\n")
     pct = lambda x: "–" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     err = lambda x: "–" if x is None else f"{100 * x:.2f} %"  # noqa: E731
@@ -660,6 +670,12 @@ def report(args) -> None:
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {v} | {p['crystals']} | {pct(p['success'])} | {pct(p['full_success'])} | {p['negatives']} | "
                   f"{pct(p['false_acceptance'])} | {pct(p['full_false_acceptance'])} |" for v, p in paired.items()]
+    if width:
+        lines += ["", f"`no-pixel-width` against `no-pixel` (the columns' width as a prior against the lattice's shape alone) "
+                      f"on the {width['crystals']} crystals and {width['negatives']} negatives both ran: success "
+                      f"{pct(width['success'])} against {pct(width['full_success'])} ({len(width['only_variant'])} gained, "
+                      f"{len(width['only_full'])} lost), false acceptance {pct(width['false_acceptance'])} against "
+                      f"{pct(width['full_false_acceptance'])}."]
     fates = {v: o for v, o in fates.items() if o["crystals"]}
     if fates:
         bands = list(next(iter(fates.values()))["success_by_dose"])

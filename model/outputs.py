@@ -53,7 +53,9 @@ def summary_lines(result: Result) -> list[str]:
         lines.append(f"absolute scale: the signal is that of {what} (specimen prior {fit['prior']:.2f})")
     inp = r["input"]
     if inp.get("pixel_size_source") == "estimate":
-        lines.append(f"pixel size estimated: {inp['pixel_size_used']:.4f} ± {inp['pixel_size_sigma']:.4f} Å")
+        est = r.get("pixel_size_estimate")
+        lines.append(f"pixel size estimated: {inp['pixel_size_used']:.4f} ± {inp['pixel_size_sigma']:.4f} Å"
+                     + (f" (the columns' width alone: {est['value']:.3f} Å, ±{100 * est['sigma_ln']:.0f} %)" if est else ""))
     if r.get("energy_per_atom") is not None:
         ef = r.get("formation_energy_per_atom")
         lines.append(f"{r['potential']['name']}: E = {r['energy_per_atom']:.4f} eV/atom"

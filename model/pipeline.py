@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from data.io import LoadedImage
+from model.pixel_size import COLUMN_SIGMA, COLUMN_SIGMA_SPREAD
 
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "checkpoints" / "calibration.json"
 # px per side of the central window that lattice fit, alignment and verification read: a crystal
@@ -65,6 +66,15 @@ class Options:
     # (README, Pipeline benchmark)
     specimen: str | None = None
     pixel_size_error: float = 0.01  # relative 1σ of a given pixel size (calibration, and the sample's own strain)
+    # Without a pixel size, the columns' width in pixels gives one (``model.pixel_size``), reported always.
+    # Set, this is the Gaussian σ (Å) of an atom column's image on the user's microscope, and the estimate it
+    # gives also weighs each candidate by how plausible its implied pixel size is, and retrieval keeps to
+    # those within 3 spreads (σ of ln). None, the default: only the lattice's shape counts, the estimate (at
+    # ``COLUMN_SIGMA``) is information only. With the data engine's own probe the weight changed 7 of 77
+    # benchmark crystals, 3 gained and 4 lost (README, Pipeline benchmark: ``no-pixel-width``), while a
+    # microscope with another probe would be misled by the default width.
+    column_sigma: float | None = None
+    column_sigma_spread: float = COLUMN_SIGMA_SPREAD
     potential: str = "auto"  # auto | mattersim | chgnet | none
     potential_checkpoint: str | None = None
     device: str = "cpu"
@@ -99,6 +109,9 @@ class Options:
 
         if self.specimen is not None and self.specimen not in KINDS:
             raise ValueError(f"specimen must be one of {KINDS} or None, got {self.specimen!r}")
+        if self.column_sigma is not None and not (self.column_sigma > 0 and self.column_sigma_spread > 0):
+            raise ValueError(f"column_sigma ({self.column_sigma}) and column_sigma_spread ({self.column_sigma_spread}) "
+                             "must be positive")
         if self.beam_counts is not None and not (np.isfinite(self.beam_counts) and np.isfinite(self.dark_counts)
                                                  and self.beam_counts > self.dark_counts):
             raise ValueError(f"beam_counts ({self.beam_counts}) must be finite and above dark_counts ({self.dark_counts})")
@@ -144,6 +157,7 @@ class CandidateResult:
     multislice: object | None = None  # the multislice re-verification (Options.multislice_k), at its best thickness
     multislice_series: list = field(default_factory=list)  # (thickness Å, verification score) of every one tried
     pixel_size: float | None = None  # Å/px the verification used (given, or this candidate's estimate)
+    pixel_prior: float = 1.0  # without a pixel size: how plausible ``pixel_size`` is by the columns' width
     specimen: object | None = None  # model.verify.SpecimenFit, on an absolute-scale image (Options.beam_counts)
     multislice_specimen: object | None = None  # the same for the multislice re-verification
 
@@ -157,10 +171,11 @@ class CandidateResult:
     @property
     def score(self) -> float:
         """What candidates are ranked, accepted and calibrated by: verification × lattice prior (× the
-        specimen prior on an absolute-scale image)."""
+        specimen prior on an absolute-scale image, × the pixel-size prior on an image without a pixel size)."""
         if self.verification is None:
             return -1.0
-        return self.verification.score * self.prior * (self.specimen.prior if self.specimen is not None else 1.0)
+        return (self.verification.score * self.prior * self.pixel_prior
+                * (self.specimen.prior if self.specimen is not None else 1.0))
 
     @property
     def multislice_score(self) -> float | None:
@@ -168,11 +183,13 @@ class CandidateResult:
         if self.multislice is None:
             return None
         s = self.multislice_specimen
-        return self.multislice.score * self.prior * (s.prior if s is not None else 1.0)
+        return self.multislice.score * self.prior * self.pixel_prior * (s.prior if s is not None else 1.0)
 
     def to_dict(self) -> dict:
         d = dict(self.candidate)
         d["retrieval_score"] = d.pop("score")
+        if self.pixel_size is not None:
+            d |= {"pixel_size": round(float(self.pixel_size), 6), "pixel_size_prior": round(self.pixel_prior, 5)}
         if self.verification is not None:
             v = self.verification
             d |= {"score": round(self.score, 5), "verification_score": v.score, "ncc": v.ncc,
@@ -252,8 +269,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None,
-                   exclude: list[str] | None = None) -> list[CandidateResult]:
-        """Fit the lattice, retrieve candidates, then align, reconstruct and verify each (the closed loop)."""
+                   exclude: list[str] | None = None, pixel_prior=None) -> list[CandidateResult]:
+        """Fit the lattice, retrieve candidates, then align, reconstruct and verify each (the closed loop).
+        ``pixel_prior``: without ``pixel_size``, a ``model.pixel_size.PixelSizeEstimate`` each candidate's
+        implied pixel size is weighed by."""
         from data.library import get_entry
         from model.lattice import align_template, fft_lattice, fit_lattice
         from model.reconstruct import reconstruct
@@ -273,7 +292,8 @@ class Pipeline:
             except ValueError:
                 pass
         cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
-                                     lattice_k=o.lattice_k, kind=o.specimen)
+                                     lattice_k=o.lattice_k, kind=o.specimen,
+                                     pixel_prior=None if known else pixel_prior)
         out = []
         for c in cands:
             res = CandidateResult(c.to_dict())
@@ -283,6 +303,8 @@ class Pipeline:
                                     intensity=columns.intensity, lattice=lattice)
                 rec = reconstruct(entry, c.zone_axis, al, symmetry=o.symmetry)
                 px = res.pixel_size = pixel_size if known else rec.pixel_size
+                if not known and pixel_prior is not None:
+                    res.pixel_prior = pixel_prior.prior(px)
                 res.reconstruction = rec
                 res.prior_sigma = lattice_prior_sigma(rec, o.pixel_size_error)
                 res.verification = verify(rec, denoised, px, self.simulator, thickness=o.thickness,
@@ -353,7 +375,14 @@ class Pipeline:
         h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
         i0, j0 = (ny - h) // 2, (nx - w) // 2
         window = den.denoised[i0:i0 + h, j0:j0 + w]
-        results = self.candidates(window, cols.window(i0, j0, h, w), px, exclude)
+        wcols = cols.window(i0, j0, h, w)
+        estimate = None
+        if px is None:
+            from model.pixel_size import estimate_pixel_size
+
+            estimate = estimate_pixel_size(window, wcols, o.column_sigma or COLUMN_SIGMA, o.column_sigma_spread)
+            say("pixel size from the columns' width: " + (f"{estimate.value:.4f} Å" if estimate else "too few columns"))
+        results = self.candidates(window, wcols, px, exclude, estimate if o.column_sigma is not None else None)
         lap("retrieve_reconstruct_verify")
         ok = [r for r in results if r.verification is not None]
         best = max(ok, key=lambda r: r.score) if ok else None
@@ -373,10 +402,13 @@ class Pipeline:
             "multislice_score": round(best.multislice_score, 4) if best and best.multislice else None,
             "threshold": self.calibration.threshold, "calibration": self.calibration.meta.get("source"),
             "columns": {"detected": len(cols)},
+            "pixel_size_estimate": (estimate.to_dict() | {"weighs_candidates": o.column_sigma is not None}
+                                    if estimate is not None else None),
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
                         "elements": self.options.elements, "specimen": self.options.specimen,
                         "pixel_size_error": self.options.pixel_size_error,
+                        "column_sigma": self.options.column_sigma, "column_sigma_spread": self.options.column_sigma_spread,
                         "potential": self.options.potential, "device": self.options.device,
                         "multislice_k": self.options.multislice_k, "multislice_margin": self.options.multislice_margin,
                         "multislice_thicknesses": list(self.options.multislice_thicknesses or (self.options.thickness,))},

@@ -365,6 +365,28 @@ def lattice_mismatch(measured: np.ndarray, table: np.ndarray, scale_known: bool 
     return mis.min(-1) if mis.ndim > 1 and not per_lattice else mis
 
 
+def fitting_lattices(measured: np.ndarray, table: np.ndarray, scale_known: bool, lattice_tol: float = LATTICE_TOL,
+                     pixel_prior=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """For each (template, zone axis) of ``table`` (``TemplateIndex.lattice_table``): the mismatch of the one
+    of its detectable lattices that fits the image's ``measured`` metric best, and without a scale the pixel
+    size that lattice implies (None with a scale). With ``pixel_prior`` (``model.pixel_size``), of the
+    lattices within ``lattice_tol`` the one whose implied pixel size is nearest the estimate: a hexagonal
+    crystal's lattices √3 apart share a shape, and the best shape alone may pick the wrong scale."""
+    n = len(table)
+    each = lattice_mismatch(measured, table, scale_known, per_lattice=True)
+    closest = each.argmin(1)
+    implied = None
+    if not scale_known:
+        every = table[:, :, 0] / measured[0]  # Å per pixel if this template were the crystal
+        if pixel_prior is not None:
+            near = np.abs(np.log(np.clip(np.nan_to_num(every, nan=1e-6), 1e-6, None) / pixel_prior.value))
+            near = np.where(each <= lattice_tol, near, np.inf)
+            pick = near.argmin(1)
+            closest = np.where(np.isfinite(near[np.arange(n), pick]), pick, closest)
+        implied = every[np.arange(n), closest]
+    return each[np.arange(n), closest], implied
+
+
 def pair_record(entry, za) -> dict:
     return {"template_id": entry.id, "zone_axis": list(za["uvw"]), "zone_label": za["label"],
             "formula": entry.reduced_formula, "prototype": entry.prototype, "spacegroup": entry.spacegroup,
@@ -469,16 +491,18 @@ class Retriever:
 
     def query(self, image: np.ndarray, pixel_size: float | None, k: int = 5, elements=None, exclude=None,
               match: str = "subset", lattice=None, lattice_k: int = 0, lattice_tol: float = LATTICE_TOL,
-              kind: str | None = None) -> list[Candidate]:
+              kind: str | None = None, pixel_prior=None) -> list[Candidate]:
         """Top-k (template, zone axis) candidates for a denoised image; ``pixel_size`` None tries a ladder
-        of scales and keeps each template's best.
+        of scales and keeps each template's best: every rung, or with ``pixel_prior`` (a
+        ``model.pixel_size.PixelSizeEstimate``) the rungs inside its window and the rung nearest it.
 
         ``lattice``: the image's measured 2-D lattice (``model.lattice.Lattice2D``; Å when the pixel
         size is given, pixels otherwise). Then up to ``lattice_k`` more candidates follow the top k,
         from the templates whose projected lattice is within ``lattice_tol`` of it: half the best
         scored of them, half the closest in lattice (without a pixel size, all by score).
         Without a pixel size, their shape must fit, the scale they imply must be plausible, and their
-        score is taken at the ladder rung nearest that scale. ``kind`` ("bulk" | "monolayer") keeps one
+        score is taken at the ladder rung nearest that scale; with ``pixel_prior`` plausible means inside
+        its window, else within the ladder's reach. ``kind`` ("bulk" | "monolayer") keeps one
         kind of specimen: a monolayer and its bulk project alike along [001] (``TemplateIndex.allowed``).
         """
         mask = self.index.allowed(elements, exclude, match, kind)
@@ -487,8 +511,13 @@ class Retriever:
             scores = np.where(mask, self.index.embeddings @ self.embed_image(image, pixel_size), -np.inf)
             per_rung = None
         else:
+            ladder = np.asarray(UNKNOWN_PIXEL_LADDER)
+            lo, hi = (ladder[0] / 1.5, ladder[-1] * 1.5) if pixel_prior is None else pixel_prior.window()
+            rungs = (ladder >= lo) & (ladder <= hi)
+            if pixel_prior is not None:
+                rungs[np.abs(np.log(ladder / pixel_prior.value)).argmin()] = True
             per_rung = np.stack([np.where(mask, self.index.embeddings @ self.embed_image(image, px), -np.inf)
-                                 for px in UNKNOWN_PIXEL_LADDER])
+                                 if use else np.full(n, -np.inf) for px, use in zip(ladder, rungs)])
             scores = per_rung.max(0)
         best_px = None if per_rung is None else np.asarray(UNKNOWN_PIXEL_LADDER)[per_rung.argmax(0)]
         order = top_k(scores, k)
@@ -498,23 +527,20 @@ class Retriever:
             return out
         from model.lattice import lattice_metric
 
-        measured = lattice_metric(lattice.vectors)
-        table = self.index.lattice_table()
-        each = lattice_mismatch(measured, table, pixel_size is not None, per_lattice=True)
-        closest = each.argmin(1)  # which of the detectable lattices fits
-        mis = each[np.arange(n), closest]
+        mis, implied = fitting_lattices(lattice_metric(lattice.vectors), self.index.lattice_table(),
+                                        pixel_size is not None, lattice_tol, pixel_prior)
         fits = mask & (mis <= lattice_tol)
         fits[order] = False  # already in
         fit_scores, fit_px = scores, best_px
         if pixel_size is None:
-            implied = table[np.arange(n), closest, 0] / measured[0]  # Å per pixel if this template were the crystal
-            ladder = np.log(np.asarray(UNKNOWN_PIXEL_LADDER))
-            rung = np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - ladder[None]).argmin(1)
-            fits &= (implied >= UNKNOWN_PIXEL_LADDER[0] / 1.5) & (implied <= UNKNOWN_PIXEL_LADDER[-1] * 1.5)
+            used = np.flatnonzero(rungs)
+            rung = used[np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - np.log(ladder[used])[None]).argmin(1)]
+            fits &= (implied >= lo) & (implied <= hi)
             fit_scores, fit_px = per_rung[rung, np.arange(n)], implied
         # with a scale, half by embedding score and half by closeness of lattice: many templates share a
         # lattice within the tolerance (86 for bcc Fe [111]), and the embedding alone ranks an unseen
-        # material low. Without one, every square (or hexagonal) lattice fits exactly: no ranking.
+        # material low. Without one, every square (or hexagonal) lattice fits exactly: no ranking. (Nor by
+        # nearness to an estimated scale, known to ~15 %: tried, it let BeS in to beat the Si [110] example.)
         n_close = lattice_k // 2 if pixel_size is not None else 0
         by_score = top_k(np.where(fits, fit_scores, -np.inf), lattice_k - n_close)
         fits[by_score] = False

@@ -214,6 +214,9 @@ def test_variants_are_compared_with_full_on_the_samples_both_ran():
     assert (q["crystals"], q["success"], q["full_success"]) == (2, 0.5, 0.5)
     assert (q["negatives"], q["false_acceptance"], q["full_false_acceptance"]) == (1, 1.0, 0.0)
     assert (q["only_variant"], q["only_full"]) == (["b"], ["a"])
+    # another reference: the columns' width as a prior against the shape-only path
+    assert bench["paired_with_full"]({"no-pixel": full, "no-pixel-width": ablation, "full": []},
+                                     base="no-pixel") == {"no-pixel-width": q}
 
 
 def test_outcomes_count_where_each_crystal_went():

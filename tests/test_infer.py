@@ -109,7 +109,7 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
                                   ["--multislice-k", "3", "--multislice-thicknesses", "-5"], ["--multislice-thicknesses", "40,80"],
                                   ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"],
                                   ["--dark-counts", "5"], ["--beam-counts", "5", "--dark-counts", "10"],
-                                  ["--beam-counts", "nan"]])
+                                  ["--beam-counts", "nan"], ["--column-sigma", "0"], ["--column-sigma", "5"]])
 def test_bad_options_exit_2(tmp_path, args, capsys):
     out = tmp_path / "out"
     assert run(EXAMPLE, "--out", out, "--potential", "none", "--quiet", *args) == 2

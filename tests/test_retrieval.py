@@ -314,6 +314,41 @@ def test_unknown_pixel_size_lattice_candidates_imply_the_scale(retriever, sim):
     assert implied(row["SrTiO3-perovskite", (1, 0, 0)])[0] == pytest.approx(0.1, rel=0.01)
 
 
+def test_a_pixel_size_estimate_keeps_retrieval_inside_its_window(retriever, sim):
+    """Without a pixel size, an estimate (model.pixel_size) at the true 0.1 Å keeps every candidate's implied
+    pixel size inside its window and still finds SrTiO3 [100] at its scale; one at twice the scale retrieves
+    nothing at the true scale."""
+    from model.lattice import fit_lattice
+    from model.pixel_size import PixelSizeEstimate
+
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=5.0, pixel_size=0.1)
+    cols = Denoiser.from_checkpoint()(img, 0.1).columns
+    lattice = fit_lattice(np.stack([cols.x_px, cols.y_px], 1), img, 1.0)
+    for value in (0.1, 0.2):
+        est = PixelSizeEstimate(value, 0.16, 3.0, 50)
+        lo, hi = est.window()
+        cands = retriever.query(img, None, k=10, lattice=lattice, lattice_k=40, pixel_prior=est)
+        assert len(cands) > 10 and all(lo <= c.pixel_size <= hi for c in cands)
+        assert lo > 0.1 or any(c.template_id == "SrTiO3-perovskite" and c.zone_label == "[100]"
+                               and c.pixel_size == pytest.approx(0.1, rel=0.02) for c in cands)
+
+
+def test_a_pixel_size_estimate_picks_the_lattice_of_its_scale_among_those_of_one_shape():
+    """Two hexagonal lattices of one template, √3 apart: the shape alone takes the first that fits best,
+    the estimate the one whose implied pixel size is nearest it."""
+    from model.pixel_size import PixelSizeEstimate
+    from model.retrieval import fitting_lattices
+
+    table = np.array([[[3.0, 3.0, 0.5], [3.0 * 3 ** 0.5, 3.0 * 3 ** 0.5, 0.5]]])
+    measured = np.array([30.0, 30.3, 0.5])  # px: a hexagonal lattice, 1 % off in shape
+    mis, implied = fitting_lattices(measured, table, False)
+    assert implied == pytest.approx([0.1]) and mis == pytest.approx([0.01], abs=1e-3)
+    for value, want in ((0.1, 0.1), (0.17, 0.1 * 3 ** 0.5)):
+        mis, implied = fitting_lattices(measured, table, False, pixel_prior=PixelSizeEstimate(value, 0.2, 3.0, 50))
+        assert implied == pytest.approx([want]) and mis == pytest.approx([0.01], abs=1e-3)
+    assert fitting_lattices(np.array([3.0, 3.0, 0.5]), table, True)[1] is None
+
+
 def test_unknown_pixel_size_still_finds_the_crystal(retriever, sim):
     cands = _unknown_scale_candidates(retriever, sim)
     assert any(c.prototype == "perovskite" and c.zone_label == "[100]" for c in cands)
