@@ -70,8 +70,8 @@ class Options:
     # Set, this is the Gaussian σ (Å) of an atom column's image on the user's microscope, and the estimate it
     # gives also weighs each candidate by how plausible its implied pixel size is, and retrieval keeps to
     # those within 3 spreads (σ of ln). None, the default: only the lattice's shape counts, the estimate (at
-    # ``COLUMN_SIGMA``) is information only. With the data engine's own probe the weight changed 7 of 77
-    # benchmark crystals, 3 gained and 4 lost (README, Pipeline benchmark: ``no-pixel-width``), while a
+    # ``COLUMN_SIGMA``) is information only. With the data engine's own probe the weight changed 8 of 77
+    # benchmark crystals, 4 gained and 4 lost (README, Pipeline benchmark: ``no-pixel-width``), while a
     # microscope with another probe would be misled by the default width.
     column_sigma: float | None = None
     column_sigma_spread: float = COLUMN_SIGMA_SPREAD

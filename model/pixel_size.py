@@ -4,7 +4,9 @@ A column's image is the probe convolved with the column's potential, about 0.3 Ã
 aberration-corrected probe, whatever the pixel. So the columns' width in pixels gives the pixel size to
 within the spread of probes and specimens, ~20 % (``bench/column_width.py``). That cannot tell two
 isostructural crystals 2 % apart, but it rules out a lattice at twice or half the scale: without it any
-crystal whose projected lattice has the image's shape at *some* scale explains the image.
+crystal whose projected lattice has the image's shape at *some* scale explains the image. Measured, that
+does not pay on the pipeline benchmark (the look-alikes that win sit at the truth's scale), so the pipeline
+reports the estimate and weighs candidates by it only when asked (``Options.column_sigma``).
 """
 from __future__ import annotations
 

@@ -540,7 +540,7 @@ class Retriever:
         # with a scale, half by embedding score and half by closeness of lattice: many templates share a
         # lattice within the tolerance (86 for bcc Fe [111]), and the embedding alone ranks an unseen
         # material low. Without one, every square (or hexagonal) lattice fits exactly: no ranking. (Nor by
-        # nearness to an estimated scale, known to ~15 %: tried, it let BeS in to beat the Si [110] example.)
+        # nearness to an estimated scale, known to ~20 %: tried, it let BeS in to beat the Si [110] example.)
         n_close = lattice_k // 2 if pixel_size is not None else 0
         by_score = top_k(np.where(fits, fit_scores, -np.inf), lattice_k - n_close)
         fits[by_score] = False
