@@ -53,7 +53,8 @@ def test_the_columns_width_estimates_the_pixel_size_of_a_noisy_image(sim, denois
         ranges = replace(ConditionRanges(), pixel_size=(px, px), source_size=(0.3, 0.3))
         s = draw_sample(sim, get_entry(entry_id).structure, uvw, np.random.default_rng(3), ranges, (256, 256),
                         thicknesses=(80.0,), dose=2e4)
-        est = estimate_pixel_size(*(lambda r: (r.denoised, r.columns))(denoiser(s.noisy, denoiser.working_pixel_size(0.1))))
+        res = denoiser(s.noisy, denoiser.working_pixel_size(0.1))  # as Pipeline.run reads it without a pixel size
+        est = estimate_pixel_size(res.denoised, res.columns)
         assert est is not None and est.value == pytest.approx(px, rel=0.25)
         assert est.column_sigma_px * px == pytest.approx(COLUMN_SIGMA, rel=0.25)
         found.append(est.value)
