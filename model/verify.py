@@ -225,13 +225,17 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
 
 def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,
                   signal: str = "haadf", rigid: bool = False, min_visible_weight: float | None = None,
-                  border: float = 2.0, column_scale: str = COLUMN_SCALE, column_sigma: float = COLUMN_SIGMA) -> Verification:
+                  border: float = 2.0, column_scale: str = COLUMN_SCALE, column_sigma: float = COLUMN_SIGMA,
+                  source_sigma: float = 0.0) -> Verification:
     """``verify`` with the reconstruction's repeat image already simulated (e.g. one of a thickness series).
     ``column_scale`` and ``column_sigma``: the intensity term's normalisation (``column_residuals``) and
-    tolerance; bench/column_norm.py compares others with the loop's."""
+    tolerance; bench/column_norm.py compares others with the loop's. ``source_sigma`` (Å): a Gaussian source
+    blur applied to the simulation first (bench/recheck_blur.py)."""
     denoised = np.asarray(denoised, float)
     geometry = scan_geometry(reconstruction, denoised.shape, pixel_size, rigid)
     sim = render(repeat, geometry, signal)
+    if source_sigma > 0:
+        sim = ndimage.gaussian_filter(sim, source_sigma / pixel_size)
     ncc = float(np.mean(_standardise(denoised) * _standardise(sim)))
     gain, background, _ = affine_fit(denoised, sim)
 

@@ -324,6 +324,19 @@ def test_verify_prefers_the_right_candidate_and_rejects_noise(sim, srtio3_scene,
     assert json.dumps(right.to_dict())
 
 
+def test_a_source_blur_on_the_simulation_explains_a_blurred_image(sim, srtio3_scene, srtio3_rec):
+    """The image blurred by a 0.3 Å (σ) source: a point-source simulation loses NCC, the same blur applied to
+    it (``verify_repeat(source_sigma=)``) wins it back, and ``blurred_scale`` finds that blur."""
+    from model.verify import blurred_scale, verify_repeat
+
+    blurred = ndimage.gaussian_filter(srtio3_scene.image, 0.3 / PIXEL)
+    repeat = sim.simulate(srtio3_rec.structure, srtio3_rec.uvw, 80.0)
+    sharp = verify_repeat(repeat, srtio3_rec, blurred, PIXEL)
+    fitted = verify_repeat(repeat, srtio3_rec, blurred, PIXEL, source_sigma=0.3)
+    assert fitted.ncc > 0.99 > sharp.ncc
+    assert blurred_scale(blurred, sharp.simulated, PIXEL)[1] == pytest.approx(0.3)
+
+
 def test_column_residuals_relative_to_the_brightest_column_ignore_faint_columns():
     """Two bright and two faint columns; the simulation has the bright ones 10 % off in contrast.
     Relative to the mean, the bright columns' residuals depend on whether the faint ones are counted
