@@ -5,8 +5,8 @@ whether the truth is among them.
     python bench/pixel_window.py [--ids @bench/set97.ids] [--out bench/results/pixel_window.json]
 
 Reads the pipeline benchmark's images (``datasets/bench-pipeline``; crystals only) as ``Pipeline.run`` does
-without a pixel size: the shipped denoiser at the image's own sampling, the lattice fitted in pixels (the FFT
-where the columns give none), then ``Retriever.query``'s own shape test (``lattice_mismatch`` within
+without a pixel size: the shipped denoiser at the image's own sampling, the lattice fitted in pixels
+(``model.lattice.image_lattice``), then ``Retriever.query``'s own shape test (``lattice_mismatch`` within
 ``LATTICE_TOL``, ``fitting_lattices``) and the window of ``estimate_pixel_size`` at the shipped constants.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     from datasets import load_from_disk
 
     from model.denoiser import Denoiser
-    from model.lattice import fft_lattice, fit_lattice, lattice_metric
+    from model.lattice import image_lattice, lattice_metric
     from model.pixel_size import estimate_pixel_size
     from model.retrieval import LATTICE_TOL, Retriever, fitting_lattices
 
@@ -51,13 +51,7 @@ def main(argv=None) -> None:
         xy = np.stack([res.columns.x_px, res.columns.y_px], 1)
         out = {"id": str(row["id"]), "truth": str(row["template_id"]), "pixel_size": float(row["pixel_size"]),
                "estimate": None if est is None else est.value}
-        lattice = None
-        for fit in (lambda: fit_lattice(xy, res.denoised, 1.0), lambda: fft_lattice(res.denoised, 1.0)):
-            try:
-                lattice = fit()
-                break
-            except ValueError:
-                pass
+        lattice = image_lattice(xy, res.denoised, 1.0)
         if lattice is None or est is None:
             rows.append(out)
             continue

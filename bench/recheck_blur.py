@@ -3,8 +3,8 @@ source blur fitted to the image.
 
     python bench/recheck_blur.py [--ids monolayer-0007,monolayer-0008,monolayer-0011,monolayer-0014]
 
-For each pipeline-benchmark sample, ``Pipeline.run`` with ``--multislice-k 3`` picks its contenders and
-re-verifies them by multislice (the repeats come from the cache the ``multislice`` variant filled). Each
+For each pipeline-benchmark sample, the pipeline's own stages with ``--multislice-k 3`` (denoise,
+``Pipeline.candidates``, ``Pipeline.multislice_recheck``) pick its contenders and re-verify them by multislice (the repeats come from the cache the ``multislice`` variant filled). Each
 contender is then verified again at its re-check thickness with the simulation blurred by the Gaussian
 source (``model.verify.SOURCE_SIGMAS``) that fits the image best (``blurred_scale``), as the absolute-scale
 path fits it. The re-check itself renders a point source; a thick crystal's broader columns can stand in
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     from datasets import load_from_disk
 
-    from model.pipeline import ANALYSIS_SIZE, Options, Pipeline
+    from model.pipeline import Options, Pipeline, analysis_window
     from model.verify import blurred_scale, verify_repeat
 
     pipe = Pipeline.load(Options(potential="none", multislice_k=3))
@@ -47,8 +47,7 @@ def main(argv=None) -> None:
         px = float(row["pixel_size"])
         # Pipeline.run's stages up to the re-check, kept here to rescore its contenders
         den = pipe.denoiser(np.asarray(row["image"], np.float32), px)
-        h, w = (min(n, ANALYSIS_SIZE) for n in den.denoised.shape)
-        i0, j0 = (den.denoised.shape[0] - h) // 2, (den.denoised.shape[1] - w) // 2
+        i0, j0, h, w = analysis_window(den.denoised.shape)
         window = den.denoised[i0:i0 + h, j0:j0 + w]
         ok = [r for r in pipe.candidates(window, den.columns.window(i0, j0, h, w), px) if r.verification is not None]
         kept = pipe.multislice_recheck(ok, window, lambda s: None)

@@ -252,6 +252,18 @@ def fft_lattice(image: np.ndarray, pixel_size: float = 1.0, max_peaks: int = 40)
     return _lattice(B, sig, float("nan"), 0, int(ok.sum()), np.zeros((1, 2)), "fft")
 
 
+def image_lattice(xy: np.ndarray, image: np.ndarray, pixel_size: float = 1.0) -> Lattice2D | None:
+    """The image's lattice as the pipeline takes it: ``fit_lattice`` of the columns, else (too few or too
+    irregular detections, a faint monolayer) the image's own periodicity, ``fft_lattice``; None when neither
+    finds one."""
+    for fit in (lambda: fit_lattice(xy, image, pixel_size), lambda: fft_lattice(image, pixel_size)):
+        try:
+            return fit()
+        except ValueError:
+            pass
+    return None
+
+
 def fit_lattice(xy: np.ndarray, image: np.ndarray | None = None, pixel_size: float = 1.0, tol: float | None = None,
                 min_columns: int = 8, min_fraction: float = 0.6) -> Lattice2D:
     """Positional 2-D lattice of detected columns (``xy`` (N, 2), Å or pixels).

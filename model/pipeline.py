@@ -228,6 +228,13 @@ class Result:
     lattice_px: np.ndarray | None = None
 
 
+def analysis_window(shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(row, col, height, width) of the central ``ANALYSIS_SIZE`` window of an image of ``shape``."""
+    ny, nx = shape
+    h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
+    return (ny - h) // 2, (nx - w) // 2, h, w
+
+
 def look_alikes(candidates: list[CandidateResult], kept: CandidateResult) -> list[dict]:
     """The other templates that explain the image as well as ``kept`` (within ``TIE_TOLERANCE``) by the
     score that decided: the multislice one where the re-check chose ``kept``, the calibrated one otherwise."""
@@ -274,7 +281,7 @@ class Pipeline:
         ``pixel_prior``: without ``pixel_size``, a ``model.pixel_size.PixelSizeEstimate`` each candidate's
         implied pixel size is weighed by."""
         from data.library import get_entry
-        from model.lattice import align_template, fft_lattice, fit_lattice
+        from model.lattice import align_template, image_lattice
         from model.reconstruct import reconstruct
         from model.verify import specimen_fit, verify
 
@@ -282,15 +289,7 @@ class Pipeline:
         xy_px = np.stack([columns.x_px, columns.y_px], 1)
         known = pixel_size is not None
         xy = xy_px * pixel_size if known else xy_px
-        lattice = None
-        for fit in (lambda: fit_lattice(xy, denoised, pixel_size if known else 1.0),
-                    # too few or too irregular detections (a faint monolayer): the image's own periodicity
-                    lambda: fft_lattice(denoised, pixel_size if known else 1.0)):
-            try:
-                lattice = fit()
-                break
-            except ValueError:
-                pass
+        lattice = image_lattice(xy, denoised, pixel_size if known else 1.0)
         cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
                                      lattice_k=o.lattice_k, kind=o.specimen,
                                      pixel_prior=None if known else pixel_prior)
@@ -371,9 +370,7 @@ class Pipeline:
         cols = den.columns
         lap("denoise")
         say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
-        ny, nx = den.denoised.shape
-        h, w = min(ny, ANALYSIS_SIZE), min(nx, ANALYSIS_SIZE)
-        i0, j0 = (ny - h) // 2, (nx - w) // 2
+        i0, j0, h, w = analysis_window(den.denoised.shape)
         window = den.denoised[i0:i0 + h, j0:j0 + w]
         wcols = cols.window(i0, j0, h, w)
         estimate = None
