@@ -24,8 +24,8 @@ from data.simulate import SimulationConfig, Simulator
 class EvenSlicing(Simulator):
     """The slicing before 2026-11-26, kept here only to measure it."""
 
-    def _potential(self, atoms, reps, gpts=None, exit_planes=None, repeat_slices=False):
-        return super()._potential(atoms, reps, gpts, exit_planes, repeat_slices=False)
+    def _potential(self, atoms, reps, gpts=None, exit_planes=None, repeat_slices=False, exact=False):
+        return super()._potential(atoms, reps, gpts, exit_planes, repeat_slices=False, exact=exact)
 
 
 def column_values(sim: Simulator, structure, uvw, thickness: float) -> tuple[list[str], np.ndarray]:

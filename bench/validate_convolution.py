@@ -93,6 +93,14 @@ def main() -> None:
             rows.append((r, scale, img))
         return rows
 
+    def column_intensity_error(c, img) -> float:
+        """What the loop's intensity term compares, the convolution image against multislice (0.1 Å pixels)."""
+        cell = (c["atoms"].cell[0, 0], c["atoms"].cell[1, 1])
+        geom = ScanGeometry(shape=(128, 128), pixel_size=0.1)
+        ref = RepeatImage({"haadf": c["ref"]}, cell, c["thickness"], c["cols"], "multislice")
+        conv = RepeatImage({"haadf": img}, cell, c["thickness"], c["cols"], "convolution")
+        return column_error(render(ref, geom), render(conv, geom), column_labels(ref, geom, margin=-2.0, min_visible_weight=0.12))
+
     def error(rows):
         scale = float(np.exp(np.mean([np.log(s) for _, s, _ in rows])))
         return np.mean([np.linalg.norm(scale * img - c["ref"]) / np.linalg.norm(c["ref"])
@@ -110,11 +118,7 @@ def main() -> None:
         cell = (c["atoms"].cell[0, 0], c["atoms"].cell[1, 1])
         sampling = (cell[0] / img.shape[1], cell[1] / img.shape[0])
         shifts = peak_shifts(c["ref"], img, sampling, c["cols"])
-        geom = ScanGeometry(shape=(128, 128), pixel_size=0.1)
-        ref = RepeatImage({"haadf": c["ref"]}, cell, c["thickness"], c["cols"], "multislice")
-        labels = column_labels(ref, geom, margin=-2.0, min_visible_weight=0.12)
-        conv = RepeatImage({"haadf": img}, cell, c["thickness"], c["cols"], "convolution")
-        col_err = column_error(render(ref, geom), render(conv, geom), labels)
+        col_err = column_intensity_error(c, img)
         report["crystals"].append({
             "id": c["id"], "zone_axis": list(c["uvw"]), "correlation": round(r, 4),
             "columns_compared": len(shifts), "max_column_shift_pm": round(100 * max(shifts, default=np.nan), 2),
@@ -124,6 +128,13 @@ def main() -> None:
             "speed_ratio": c["t_ms"] and round(c["t_ms"] / c["t_cv"], 1)})
         print(json.dumps(report["crystals"][-1]))
     report["median_column_intensity_error"] = float(np.median([c["column_intensity_error"] for c in report["crystals"]]))
+    # the constants the loop and the training data use, scored the same way: what the loop's intensity
+    # term is off by before any refit
+    shipped = (cv.config.convolution_exponent, cv.config.convolution_blur)
+    errors = {c["id"]: round(column_intensity_error(c, img), 4) for c, (_, _, img) in zip(cases, evaluate(*shipped))}
+    report["shipped"] = {"convolution_exponent": shipped[0], "convolution_blur": shipped[1],
+                         "column_intensity_error": errors, "median_column_intensity_error": float(np.median(list(errors.values())))}
+    print("shipped", report["shipped"])
     print("fitted", report["fitted"], "median column intensity error", report["median_column_intensity_error"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=1) + "\n")

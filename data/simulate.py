@@ -95,6 +95,12 @@ class SimulationConfig:
     convolution_blur: float | None = None  # Å
     convolution_scale: float | None = None  # detector fraction per unit object per Å of thickness
     seed: int = 0
+    # How multislice places atoms in its potential: "exact" (``data.projection``: exact sub-pixel
+    # positions) or "abtem" (abTEM's bilinear placement, which made a column's HAADF intensity depend
+    # on its sub-pixel position by up to 40 %; the caches made before 2026-11-27 hold it). The
+    # convolution path places atoms by exact structure factors already, with abTEM's kernel of one
+    # atom on a grid point, where the two projections agree.
+    projection: str = "exact"
     # where abTEM runs multislice: "gpu" needs CuPy. Not part of the cache key: a run on either device
     # gives the same images to float32 rounding, so their caches serve each other.
     device: str = "cpu"
@@ -111,6 +117,8 @@ class SimulationConfig:
             raise ValueError("the convolution path models incoherent HAADF only; ABF/iDPC need method: multislice")
         if self.thickness <= 0 or self.slice_thickness <= 0:
             raise ValueError("thickness and slice_thickness must be positive")
+        if self.projection not in ("exact", "abtem"):
+            raise ValueError(f"projection must be 'exact' or 'abtem', got {self.projection!r}")
         if self.convolution_object not in CONVOLUTION_FIT:
             raise ValueError(f"convolution_object must be one of {sorted(CONVOLUTION_FIT)}, got {self.convolution_object!r}")
         fit = CONVOLUTION_FIT[self.convolution_object]
@@ -122,9 +130,12 @@ class SimulationConfig:
     def cache_fields(self) -> dict:
         """What keys a cached simulation. Multislice ignores the convolution settings, so it keys them at
         their first values, and the ``summed`` object keeps the key it had before ``convolution_object``
-        existed: caches made before it stay valid."""
+        existed: caches made before it stay valid. The same for ``projection``: "abtem" keys as before it
+        existed, and the convolution path, which it does not change, leaves it out."""
         d = asdict(self)
         del d["device"]
+        if self.method == "convolution" or self.projection == "abtem":
+            del d["projection"]
         if self.method == "multislice":
             d.update({f"convolution_{k}": v for k, v in CONVOLUTION_FIT["summed"].items()})
             d["slicing"] = "per-repeat"  # ``Simulator.slices_per_repeat``; caches from before it sliced evenly
@@ -310,7 +321,7 @@ class Simulator:
         return max(1, int(np.ceil(atoms.cell[2, 2] / self.config.slice_thickness - 1e-9)))
 
     def _potential(self, atoms: Atoms, reps: tuple[int, int, int], gpts=None, exit_planes=None,
-                   repeat_slices: bool = False):
+                   repeat_slices: bool = False, exact: bool = False):
         import abtem
 
         slice_thickness = self.config.slice_thickness
@@ -324,8 +335,13 @@ class Simulator:
         if gpts is None:
             cell = atoms.cell.array.diagonal()[:2] * reps[:2]
             gpts = tuple(_fft_friendly(int(np.ceil(c / self.sampling))) for c in cell)
-        return abtem.Potential(big, gpts=gpts, slice_thickness=slice_thickness,
-                               projection="infinite", parametrization="lobato", exit_planes=exit_planes)
+        integrator = None
+        if exact:
+            from data.projection import ExactPhaseProjectionIntegrals
+
+            integrator = ExactPhaseProjectionIntegrals(parametrization="lobato")
+        return abtem.Potential(big, gpts=gpts, slice_thickness=slice_thickness, projection="infinite",
+                               parametrization="lobato", exit_planes=exit_planes, integrator=integrator)
 
     def _multislice(self, atoms: Atoms, nz: int, exit_repeats: list[int] | None = None):
         """The signals after ``nz`` repeats; with ``exit_repeats`` (ascending, the last ``nz``), a list of them,
@@ -347,7 +363,8 @@ class Simulator:
             detectors["idpc"] = abtem.SegmentedDetector(1, 4, *mic.dpc)
         names = [k for k in detectors if k in cfg.signals or k == "haadf"]
         with abtem.config.set({"device": cfg.device}):  # potential, probe and waves all on that device
-            potential = self._potential(atoms, reps, exit_planes=planes, repeat_slices=True)
+            potential = self._potential(atoms, reps, exit_planes=planes, repeat_slices=True,
+                                        exact=cfg.projection == "exact")
             probe = mic.probe()
             probe.grid.match(potential)
             measurements = probe.scan(potential, scan=scan, detectors=[detectors[k] for k in names])
