@@ -53,13 +53,15 @@ def main() -> None:
     ap.add_argument("--max-false-accept", type=float, default=0.01)
     ap.add_argument("--lattice-k", type=int, default=Options.lattice_k,
                     help="lattice candidates per image (default: infer.py's)")
+    ap.add_argument("--intensity-tolerance", type=float, help="the verification's column-intensity tolerance "
+                    "(Options.intensity_tolerance; default: model.verify.COLUMN_SIGMA)")
     ap.add_argument("--out", default=str(CALIBRATION_FILE))
     ap.add_argument("--results", default="bench/results/calibration.json", help="summary and every row")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     # read before anything is written: the threshold infer.py uses now
     shipped = Calibration.load(CALIBRATION_FILE).threshold if Path(CALIBRATION_FILE).is_file() else None
-    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k))
+    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, intensity_tolerance=args.intensity_tolerance))
     pipe.calibration = Calibration(threshold=-1.0)  # accept everything: we want the raw best scores
     ranges = replace(ConditionRanges(), pixel_size=(0.06, 0.15), dose=(5e3, 1e5))
     pairs = zone_axis_pairs("val")
@@ -102,7 +104,7 @@ def main() -> None:
         "correct_rate_of_passed": float(np.mean([r["correct"] for r in rows if r["kind"] == "crystal"
                                                  and r["score"] >= threshold] or [0.0])),
         "n_crystals": len(pos), "n_negatives": len(neg), "max_false_accept": args.max_false_accept,
-        "lattice_k": args.lattice_k, "shipped_threshold": shipped,
+        "lattice_k": args.lattice_k, "intensity_tolerance": args.intensity_tolerance, "shipped_threshold": shipped,
         "false_accept_at_shipped": None if shipped is None else float(np.mean(neg >= shipped)),
         "true_pass_at_shipped": None if shipped is None else float(np.mean(pos >= shipped)),
         "doses": list(ranges.dose), "pixel_sizes": list(ranges.pixel_size), "size": args.size, "seed": args.seed,

@@ -90,9 +90,10 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel"
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
             "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
             "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0},
+            "tolerance-3": {"intensity_tolerance": 0.03},
             "not-in-library": {"exclude_truth": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
-               "column_min_weight", "column_sigma")
+               "column_min_weight", "column_sigma", "intensity_tolerance")
 
 
 def tier_pools() -> dict[str, list]:

@@ -210,17 +210,20 @@ def column_error(observed: np.ndarray, simulated: np.ndarray, labels, scale: str
 
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
            thickness: float | None = None, signal: str = "haadf", rigid: bool = False,
-           min_visible_weight: float | None = None, border: float = 2.0) -> Verification:
+           min_visible_weight: float | None = None, border: float = 2.0,
+           column_sigma: float = COLUMN_SIGMA) -> Verification:
     """Score ``reconstruction`` against ``denoised`` (pixel size in Å/px: the one the alignment's
     Å coordinates were made with, i.e. ``reconstruction.pixel_size`` when it was estimated).
 
     Standardising both images makes the NCC blind to the detector's gain and offset; the column
     score fits those two once over the whole field and then asks whether the simulated column
     intensities predict the detected ones. ``border`` (px) leaves the field's edge out of the
-    column comparison; ``min_visible_weight`` which columns it compares (None: ``COLUMN_MIN_WEIGHT``).
+    column comparison; ``min_visible_weight`` which columns it compares (None: ``COLUMN_MIN_WEIGHT``);
+    ``column_sigma`` the intensity term's tolerance.
     """
     repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
-    return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border)
+    return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border,
+                         column_sigma=column_sigma)
 
 
 def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,

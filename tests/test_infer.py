@@ -65,6 +65,10 @@ def test_command_line_defaults_are_the_pipelines():
     assert infer.parse_args(["image.png", "--specimen", "monolayer"]).specimen == "monolayer"
     with pytest.raises(ValueError, match="specimen"):
         Options(specimen="thin film")
+    # the verification's intensity tolerance: model.verify's unless set (bench/calibrate.py, bench variant tolerance-3)
+    assert Options().tolerance == {} and Options(intensity_tolerance=0.03).tolerance == {"column_sigma": 0.03}
+    with pytest.raises(ValueError, match="intensity_tolerance"):
+        Options(intensity_tolerance=0.0)
 
 
 def test_overlay_is_a_real_figure(example_run):

@@ -7,6 +7,8 @@ true projected columns (``column_labels``) with 5 pm of Gaussian position noise,
 import json
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -335,6 +337,24 @@ def test_a_source_blur_on_the_simulation_explains_a_blurred_image(sim, srtio3_sc
     fitted = verify_repeat(repeat, srtio3_rec, blurred, PIXEL, source_sigma=0.3)
     assert fitted.ncc > 0.99 > sharp.ncc
     assert blurred_scale(blurred, sharp.simulated, PIXEL)[1] == pytest.approx(0.3)
+
+
+def test_a_candidate_rescored_at_another_intensity_tolerance_is_its_verification_there(sim, srtio3_scene, srtio3_rec):
+    """bench/intensity_tolerance.py rescores candidates offline: the intensity score at tolerance σ' is the
+    one at σ to the power (σ/σ')², so the rescored candidate equals a verification run at σ'."""
+    import sys
+
+    from model.verify import COLUMN_SIGMA, verify_repeat
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from intensity_tolerance import rescored
+
+    noisy = srtio3_scene.image + np.random.default_rng(0).normal(0, 0.05 * srtio3_scene.image.std(), srtio3_scene.image.shape)
+    repeat = sim.simulate(srtio3_rec.structure, srtio3_rec.uvw, 80.0)
+    at = {s: verify_repeat(repeat, srtio3_rec, noisy, PIXEL, column_sigma=s) for s in (COLUMN_SIGMA, 0.03)}
+    assert 0.01 < at[0.03].intensity_score < at[COLUMN_SIGMA].intensity_score < 1
+    c = {"ncc": at[COLUMN_SIGMA].ncc, "intensity_score": at[COLUMN_SIGMA].intensity_score, "lattice_prior": 0.9}
+    assert rescored(c, 0.03) == pytest.approx(0.9 * at[0.03].score, rel=1e-9)
 
 
 def test_column_residuals_relative_to_the_brightest_column_ignore_faint_columns():
