@@ -97,7 +97,7 @@ class SimulationConfig:
     seed: int = 0
     # How multislice places atoms in its potential: "exact" (``data.projection``: exact sub-pixel
     # positions) or "abtem" (abTEM's bilinear placement, which made a column's HAADF intensity depend
-    # on its sub-pixel position by up to 40 %; the caches made before 2026-11-27 hold it). The
+    # on its sub-pixel position by up to 59 %, bench/projection.py; the caches made before 2026-11-27 hold it). The
     # convolution path places atoms by exact structure factors already, with abTEM's kernel of one
     # atom on a grid point, where the two projections agree.
     projection: str = "exact"
