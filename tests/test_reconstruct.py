@@ -342,12 +342,11 @@ def test_a_source_blur_on_the_simulation_explains_a_blurred_image(sim, srtio3_sc
 def test_a_candidate_rescored_at_another_intensity_tolerance_is_its_verification_there(sim, srtio3_scene, srtio3_rec):
     """bench/intensity_tolerance.py rescores candidates offline: the intensity score at tolerance σ' is the
     one at σ to the power (σ/σ')², so the rescored candidate equals a verification run at σ'."""
-    import sys
+    import runpy
 
     from model.verify import COLUMN_SIGMA, verify_repeat
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from intensity_tolerance import rescored
+    rescored = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "intensity_tolerance.py"))["rescored"]
 
     noisy = srtio3_scene.image + np.random.default_rng(0).normal(0, 0.05 * srtio3_scene.image.std(), srtio3_scene.image.shape)
     repeat = sim.simulate(srtio3_rec.structure, srtio3_rec.uvw, 80.0)
