@@ -60,6 +60,8 @@ def validation_images(simulator, n_bulk: int, n_monolayers: int, split: str = "v
 def spread(values) -> dict:
     """Median, σ of ln, and range of positive ``values``."""
     v = np.log(np.asarray(values, float))
+    if not len(v):  # a kind left out (--bulk 0)
+        return {"n": 0}
     return {"n": int(len(v)), "median": round(float(np.exp(np.median(v))), 4),
             "sd_ln": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None,
             "min": round(float(np.exp(v.min())), 4), "max": round(float(np.exp(v.max())), 4)}
@@ -154,11 +156,14 @@ def main(argv=None) -> None:
     }
     mono = np.log([r["fit"]["scale"] for r in ok if r["kind"] == "monolayer"])
     bulk = np.log([r["thickness_ratio"] for r in ok if r["kind"] == "bulk"])
+    # each kind sets its own scale (``--bulk 0``: the monolayers' alone, after a change to their simulation)
+    if len(mono) > 1:
+        summary["constants"]["SLAB_SCALE"] = round(float(np.exp(np.median(mono))), 3)
+    if len(bulk) > 1:
+        summary["constants"]["BULK_SCALE"] = round(float(np.exp(np.median(bulk))), 3)
     if len(mono) > 1 and len(bulk) > 1:
         pooled = np.concatenate([mono - np.median(mono), bulk - np.median(bulk)])
-        summary["constants"] = {"SLAB_SCALE": round(float(np.exp(np.median(mono))), 3),
-                                "BULK_SCALE": round(float(np.exp(np.median(bulk))), 3),
-                                "ABSOLUTE_SIGMA": round(float(np.sqrt(np.mean(pooled ** 2))), 3)}
+        summary["constants"]["ABSOLUTE_SIGMA"] = round(float(np.sqrt(np.mean(pooled ** 2))), 3)
     print(json.dumps(summary, indent=1))
     Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
 

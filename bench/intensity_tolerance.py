@@ -1,109 +1,89 @@
 """Would a tighter column-intensity tolerance part the look-alikes? Every candidate rescored offline.
 
-    python bench/intensity_tolerance.py run --data datasets/bench-exact97 [--ids @FILE] [--rows FILE]
-    python bench/intensity_tolerance.py report [--rows FILE ...] [--tolerances 0.07,0.05,0.04,0.035,0.03,0.025,0.02]
+    python bench/intensity_tolerance.py [--rows FILE ...] [--tolerances 0.15,0.1,0.07,0.05,...]
+                                        [--max-false-accept 0.01] [--out JSON]
 
-``run`` sends each sample through ``Pipeline.run`` with the defaults (the benchmark's ``full``) and keeps
-every candidate's NCC, intensity score and priors (resumable, one JSON line per sample). The intensity
-score is exp(-½ mean((r/σ)²)), so at another tolerance σ' it is the same score to the power (σ/σ')²:
-``report`` rescores every candidate at each tolerance without simulating anything again, and gives how
-often the truth's (entry, zone axis) is ranked first where it was verified, and the best score of the
-negatives, which a threshold calibrated again would have to clear. ``model.verify.COLUMN_SIGMA`` was
-sized against multislice whose atom placement depended on the grid (data.projection).
+The rows are those of a run that kept every verified candidate's NCC, intensity score and prior, and the
+tolerance it was verified at:
+``bench/pipeline.py run`` (one JSON line per sample) or ``bench/calibrate.py`` (its ``--results`` file).
+The intensity score is exp(-½ mean((r/σ)²)), so at another tolerance σ' it is the same score to the
+power (σ/σ')²: every candidate is rescored at each tolerance without simulating anything again. For
+each tolerance the report gives how often the truth's (entry, zone axis) is ranked first where it was
+verified, the refusal threshold a calibration on these negatives would set (``Calibration.refusal_threshold``)
+and how many crystals would then be accepted, and accepted with the truth first. ``model.verify.COLUMN_SIGMA``
+was sized against multislice whose atom placement depended on the grid (data.projection).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def rescored(c: dict, tolerance: float) -> float:
-    """A candidate's score (verification × priors, pixel size given, arbitrary scale) at another tolerance."""
-    from model.verify import COLUMN_SIGMA, NCC_WEIGHT
+def rescored(c: dict, tolerance: float, made_at: float) -> float:
+    """A candidate's score (verification × priors, pixel size given, arbitrary scale) at another tolerance,
+    from its terms verified at ``made_at`` (a row's ``intensity_tolerance``)."""
+    from model.verify import NCC_WEIGHT
 
     if "intensity_score" not in c:
         return -1.0
-    intensity = c["intensity_score"] ** ((COLUMN_SIGMA / tolerance) ** 2)
+    intensity = c["intensity_score"] ** ((made_at / tolerance) ** 2)
     return (NCC_WEIGHT * max(c["ncc"], 0.0) + (1 - NCC_WEIGHT) * intensity) * c["lattice_prior"]
 
 
-def run(args) -> None:
-    from datasets import load_from_disk
-    from tqdm import tqdm
-
-    from data.io import LoadedImage
-    from model.pipeline import Options, Pipeline
-
-    done = {json.loads(line)["id"] for line in args.rows.open()} if args.rows.is_file() else set()
-    pipe = Pipeline.load(Options(potential="none"))
-    ds = load_from_disk(str(args.data)).with_format("numpy")
-    with args.rows.open("a") as out:
-        for i in tqdm(range(len(ds))):
-            row = ds[i]
-            sid = str(row["id"])
-            if sid in done or (args.ids and sid not in args.ids):
-                continue
-            res = pipe.run(LoadedImage(np.asarray(row["image"], np.float32), float(row["pixel_size"]), "flag", sid, "npy"))
-            keep = ("template_id", "zone_axis", "ncc", "intensity_score", "lattice_prior", "score")
-            out.write(json.dumps({"id": sid, "kind": str(row["kind"]), "truth": str(row["template_id"]),
-                                  "zone_axis": [int(v) for v in row["zone_axis"]],
-                                  "candidates": [{k: c[k] for k in keep if k in c}
-                                                 for c in res.report["candidates"]]}) + "\n")
-            out.flush()
+def read_rows(f: Path) -> list[dict]:
+    """A benchmark run's JSON lines, or a calibration's results file (a summary with its ``rows``)."""
+    text = f.read_text()
+    if f.suffix == ".json":
+        return json.loads(text)["rows"]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def report(args) -> None:
-    rows = [json.loads(line) for f in args.rows for line in Path(f).open()]
+def summarise(rows: list[dict], tolerances, max_false_accept: float = 0.01) -> dict:
+    from model.pipeline import Calibration
+
     crystals = [r for r in rows if r["kind"] == "crystal"]
     negatives = [r for r in rows if r["kind"] != "crystal"]
-    summary = {"crystals": len(crystals), "negatives": len(negatives), "tolerances": {}}
-    for t in args.tolerances:
-        first, offered, best_truth = 0, 0, []
+    summary = {"crystals": len(crystals), "negatives": len(negatives), "max_false_accept": max_false_accept,
+               "tolerances": {}}
+    for t in tolerances:
+        first, offered, best, right = 0, 0, [], []
         for r in crystals:
-            scored = [(rescored(c, t), c) for c in r["candidates"]]
-            truth = [s for s, c in scored if c["template_id"] == r["truth"] and list(c["zone_axis"]) == r["zone_axis"]
-                     and s >= 0]
-            if not truth:
-                continue
-            offered += 1
-            top = max(scored, key=lambda sc: sc[0])
-            first += top[1]["template_id"] == r["truth"] and list(top[1]["zone_axis"]) == r["zone_axis"]
-            best_truth.append(max(truth))
-        neg = [max((rescored(c, t) for c in r["candidates"]), default=-1.0) for r in negatives]
-        top_neg = max(neg, default=None)
+            scored = [(rescored(c, t, r["intensity_tolerance"]), c) for c in r["candidates"]]
+            is_truth = lambda c: c["template_id"] == r["truth"] and list(c["zone_axis"]) == r["truth_zone_axis"]  # noqa: E731
+            # as the pipeline scores an image none of whose candidates was verified: 0
+            top = max(scored, key=lambda sc: sc[0], default=(0.0, None))
+            top = top if top[0] >= 0 else (0.0, None)
+            best.append(top[0])
+            right.append(top[1] is not None and is_truth(top[1]))
+            if any(is_truth(c) and s >= 0 for s, c in scored):
+                offered += 1
+                first += right[-1]
+        neg = [max([0.0] + [rescored(c, t, r["intensity_tolerance"]) for c in r["candidates"]]) for r in negatives]
+        threshold = Calibration.refusal_threshold(neg, max_false_accept) if neg else None
+        passed = [s >= threshold for s in best] if neg else []
         summary["tolerances"][str(t)] = {
             "truth_offered": offered, "truth_ranked_first": first,
-            "highest_negative_score": top_neg,
-            # crystals whose truth would still clear a threshold at the highest negative score
-            "truth_above_highest_negative": int(sum(s > top_neg for s in best_truth)) if top_neg is not None else None}
-    print(json.dumps(summary, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+            "highest_negative_score": max(neg, default=None), "threshold": threshold,
+            # with the threshold calibrated on these negatives: crystals accepted, and accepted with the truth first
+            "crystals_passed": int(sum(passed)) if neg else None,
+            "passed_truth_first": int(sum(p and ok for p, ok in zip(passed, right))) if neg else None}
+    return summary
 
 
 def main(argv=None) -> None:
-    from pipeline import DATA, ids_arg
-
-    warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--data", type=Path, default=DATA)
-    r.add_argument("--ids", type=ids_arg)
-    r.add_argument("--rows", type=Path, default=Path("bench/results/intensity_tolerance_rows.jsonl"))
-    p = sub.add_parser("report")
-    p.add_argument("--rows", nargs="+", default=["bench/results/intensity_tolerance_rows.jsonl"])
-    p.add_argument("--tolerances", type=lambda s: [float(v) for v in s.split(",")], default=[0.07, 0.05, 0.04, 0.035, 0.03, 0.025, 0.02])
-    p.add_argument("--out", default="bench/results/intensity_tolerance.json")
+    ap.add_argument("--rows", type=Path, nargs="+", default=[Path("bench/results/intensity_tolerance_rows.jsonl")])
+    ap.add_argument("--tolerances", type=lambda s: [float(v) for v in s.split(",")],
+                    default=[0.15, 0.1, 0.07, 0.05, 0.04, 0.035, 0.03, 0.025, 0.02])
+    ap.add_argument("--max-false-accept", type=float, default=0.01)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/intensity_tolerance.json"))
     args = ap.parse_args(argv)
-    {"run": run, "report": report}[args.cmd](args)
+    rows = [r for f in args.rows for r in read_rows(f)]
+    summary = summarise(rows, args.tolerances, args.max_false_accept) | {"sources": [str(f) for f in args.rows]}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -96,14 +96,14 @@ OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "mul
                "column_min_weight", "column_sigma", "intensity_tolerance")
 
 
-def tier_pools() -> dict[str, list]:
+def tier_pools(split: str = "test") -> dict[str, list]:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     from data.library import zone_axis_pairs
 
     pools = {t: [] for t in TIERS if t != "negative"}
     cubic = {}
-    for entry, za in zone_axis_pairs("test"):
+    for entry, za in zone_axis_pairs(split):
         els = entry.structure.composition.elements
         if entry.kind == "monolayer":
             pools["monolayer"].append((entry, za))
@@ -188,7 +188,7 @@ def build(args) -> None:
 
     if args.assemble_only and args.simulate_only:  # before anything is written
         raise SystemExit("--assemble-only and --simulate-only exclude each other")
-    pools = tier_pools()
+    pools = tier_pools(args.split)
     counts = {**{t: args.per_tier for t in pools}, "negative": args.negatives}
     # round robin over the tiers, so that --limit N is a smaller set of the same make-up
     plan = [(t, n) for n in range(max(counts.values())) for t in counts if n < counts[t]]
@@ -346,7 +346,9 @@ def run(args) -> None:
                         None)
             rec = {"id": str(row["id"]), "tier": str(row["tier"]), "kind": str(row["kind"]),
                    "dose": float(row["dose"]), "accepted": bool(res.accepted), "reason": res.reason,
-                   "truth": key[0] or None, "template": (res.report.get("template") or {}).get("id"),
+                   "truth": key[0] or None, "truth_zone_axis": key[1] if key[0] else None,
+                   "intensity_tolerance": (res.report.get("options") or {}).get("intensity_tolerance"),
+                   "template": (res.report.get("template") or {}).get("id"),
                    "truth_rank": rank, "offered": rank is not None, "score": res.report.get("score"),
                    "success": False, "rmsd": None,
                    "lattice_error": None, "timings": res.report.get("timings", {}),
@@ -354,7 +356,9 @@ def run(args) -> None:
                    # the multislice re-check's contenders, to study its choice without rerunning it
                    "multislice": [{k: c.get(k) for k in ("template_id", "zone_axis", "lattice_prior",
                                                          "multislice_by_thickness")}
-                                  for c in cands if "multislice_score" in c]}
+                                  for c in cands if "multislice_score" in c],
+                   # every verified candidate's terms: bench/intensity_tolerance.py rescores them offline
+                   "candidates": candidate_scores(cands)}
             if res.accepted and truth is not None:
                 rec.update(match_truth(res.reconstructed, truth, res.report["lattice"]["reconstructed"], matcher))
                 if baseline is None:  # the truth's structure type seen along its zone axis, whatever the species
@@ -385,6 +389,14 @@ def denoising_scores(row, res, options=None) -> dict:
     psnr, ssim = image_quality(clean if options is None else options.beam_fraction(clean), res.denoised)
     return {"columns": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(det).items()},
             "psnr": psnr, "ssim": ssim}
+
+
+def candidate_scores(candidates: list[dict]) -> list[dict]:
+    """The verified candidates of a report, each with only what scores it (6 significant digits)."""
+    terms = ("ncc", "intensity_score", "lattice_prior", "score")
+    return [{"template_id": c["template_id"], "zone_axis": [int(v) for v in c["zone_axis"]],
+             **{k: float(f"{float(c[k]):.6g}") for k in terms if c.get(k) is not None}}
+            for c in candidates if "intensity_score" in c]
 
 
 def read_rows(f: Path) -> list[dict]:
@@ -719,6 +731,9 @@ def main(argv=None) -> None:
     b.add_argument("--per-tier", type=int, default=60)
     b.add_argument("--negatives", type=int, default=20)
     b.add_argument("--method", default="multislice", choices=["multislice", "convolution"])
+    b.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the library split the crystals come from: test (the benchmark) or val (a multislice set to "
+                        "choose settings and calibrate on: bench/calibrate.py --data)")
     b.add_argument("--amorphous-method", choices=["multislice", "convolution"],
                    help="the amorphous negatives' simulation (default: --method). Their 30 x 30 Å cell has no "
                         "short repeat, so multislice scans all of it")

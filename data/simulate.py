@@ -94,6 +94,11 @@ class SimulationConfig:
     convolution_exponent: float | None = None
     convolution_blur: float | None = None  # Å
     convolution_scale: float | None = None  # detector fraction per unit object per Å of thickness
+    # A slab's (monolayer's) per-atom object: "cross_section", each atom scaled to integrate to its isolated
+    # multislice HAADF cross-section (data.cross_sections), or "potential", as in bulk (before 2026-11-27:
+    # 20 monolayers' columns were off multislice by a median 8.4 %, against 3.0 %; bench/validate_convolution.py
+    # --slab-object, bench/results/convolution_validation_monolayers*.json)
+    slab_object: str = "cross_section"
     seed: int = 0
     # How multislice places atoms in its potential: "exact" (``data.projection``: exact sub-pixel
     # positions) or "abtem" (abTEM's bilinear placement, which made a column's HAADF intensity depend
@@ -119,6 +124,8 @@ class SimulationConfig:
             raise ValueError("thickness and slice_thickness must be positive")
         if self.projection not in ("exact", "abtem"):
             raise ValueError(f"projection must be 'exact' or 'abtem', got {self.projection!r}")
+        if self.slab_object not in ("cross_section", "potential"):
+            raise ValueError(f"slab_object must be 'cross_section' or 'potential', got {self.slab_object!r}")
         if self.convolution_object not in CONVOLUTION_FIT:
             raise ValueError(f"convolution_object must be one of {sorted(CONVOLUTION_FIT)}, got {self.convolution_object!r}")
         fit = CONVOLUTION_FIT[self.convolution_object]
@@ -141,6 +148,8 @@ class SimulationConfig:
             d["slicing"] = "per-repeat"  # ``Simulator.slices_per_repeat``; caches from before it sliced evenly
         if self.method == "multislice" or self.convolution_object == "summed":
             del d["convolution_object"]
+        if self.method == "multislice" or self.convolution_object == "summed" or self.slab_object == "potential":
+            del d["slab_object"]  # "potential" keys as before it existed
         return d
 
 
@@ -432,12 +441,22 @@ class Simulator:
         kx = np.fft.fftfreq(nx, cell[0] / nx)[None, :]
         total = np.zeros((ny, nx), complex)
         w = np.ones(len(atoms)) if weights is None else np.asarray(weights, float)
+        # a slab's atoms each integrate to their isolated cross-section (data.cross_sections): the image of
+        # one repeat (thickness Lz) then sums to that, scale included
+        slab = cfg.slab_object == "cross_section" and is_slab(atoms)
         for z, v in kernels.items():
-            xy = atoms.positions[atoms.numbers == z][:, :2]
+            kernel = np.clip(blur_periodic(v, _sampling(v, cell), blur), 0, None) ** exponent
+            here = atoms.numbers == z
+            if slab:
+                from data.cross_sections import cross_section
+
+                section = cross_section(self.microscope, z, self.sampling, cfg.slice_thickness)
+                w = np.where(here, w * section / (cfg.convolution_scale * kernel.mean() * cell[0] * cell[1]), w)
+            xy = atoms.positions[here][:, :2]
             # structure factor of this element's sites (places the kernel at every atom, sub-pixel
             # exact); the phase factorises in x and y, so it is one (ny, n) @ (n, nx) product
-            sites = (np.exp(-2j * np.pi * ky * xy[:, 1]) * w[atoms.numbers == z]) @ np.exp(-2j * np.pi * xy[:, 0, None] * kx)
-            total += np.fft.fft2(np.clip(blur_periodic(v, _sampling(v, cell), blur), 0, None) ** exponent) * sites
+            sites = (np.exp(-2j * np.pi * ky * xy[:, 1]) * w[here]) @ np.exp(-2j * np.pi * xy[:, 0, None] * kx)
+            total += np.fft.fft2(kernel) * sites
         return np.clip(np.fft.ifft2(total).real, 0, None) / atoms.cell[2, 2]
 
     def probe_psf(self, atoms: Atoms) -> np.ndarray:

@@ -87,9 +87,8 @@ class Options:
     # its brightest; None: ``model.verify.COLUMN_MIN_WEIGHT`` (those it deems visible; 0, every one, measured worse)
     column_min_weight: float | None = None
     # The verification's column-intensity tolerance, a fraction of the brightest column; None:
-    # ``model.verify.COLUMN_SIGMA`` (7 %, sized against multislice whose atom placement hung on the grid,
-    # where the loop was off by a median 8.7 %; against exact multislice it is off by 2.1 %). The refusal
-    # threshold in checkpoints/calibration.json was calibrated at the default.
+    # ``model.verify.COLUMN_SIGMA`` (7 %, chosen on multislice validation images). The refusal threshold
+    # in checkpoints/calibration.json was calibrated at the default.
     intensity_tolerance: float | None = None
     # Re-verify up to this many of the best accepted candidates by full multislice (0: off), those within
     # ``multislice_margin`` × the best score; the one multislice explains best is kept. The convolution
@@ -157,6 +156,13 @@ class Calibration:
 
     def confidence(self, score: float) -> float:
         return float(1.0 / (1.0 + np.exp(-(self.slope * score + self.intercept))))
+
+    @staticmethod
+    def refusal_threshold(negative_scores, max_false_accept: float) -> float:
+        """The lowest threshold that accepts at most ``max_false_accept`` of the negatives' best scores."""
+        neg = np.sort(np.asarray(negative_scores, float))[::-1]
+        allowed = int(np.floor(max_false_accept * len(neg)))
+        return float(neg[allowed] + 1e-4) if len(neg) > allowed else 0.0
 
 
 @dataclass
@@ -400,6 +406,7 @@ class Pipeline:
             lap("multislice_verify")
         score = best.score if best else 0.0
         conf = self.calibration.confidence(score) if best else 0.0
+        from model.verify import COLUMN_SIGMA as default_tolerance
         report = {
             "input": image.to_dict() | {"intensity": {"unit": "fraction of the incident beam", "beam_counts": o.beam_counts,
                                                       "dark_counts": o.dark_counts} if o.absolute else
@@ -418,7 +425,8 @@ class Pipeline:
                         "elements": self.options.elements, "specimen": self.options.specimen,
                         "pixel_size_error": self.options.pixel_size_error,
                         "column_sigma": self.options.column_sigma, "column_sigma_spread": self.options.column_sigma_spread,
-                        "intensity_tolerance": self.options.intensity_tolerance,
+                        # the one the verification used (the default's too): offline rescoring starts from it
+                        "intensity_tolerance": self.options.intensity_tolerance or default_tolerance,
                         "potential": self.options.potential, "device": self.options.device,
                         "multislice_k": self.options.multislice_k, "multislice_margin": self.options.multislice_margin,
                         "multislice_thicknesses": list(self.options.multislice_thicknesses or (self.options.thickness,))},

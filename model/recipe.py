@@ -307,7 +307,8 @@ def install(run_dir: Path, target: Path = Path("checkpoints")) -> list[str]:
             done.append(name)
     if "denoiser.pt" in done or "retrieval.pt" in done:
         print("note: checkpoints/calibration.json was fitted to the previous models; "
-              "re-run `python bench/calibrate.py` for a matching refusal threshold", file=sys.stderr)
+              "re-run `python bench/calibrate.py --data datasets/bench-val` (README, Calibration) for a matching "
+              "refusal threshold", file=sys.stderr)
     return done
 
 

@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 bench = runpy.run_path(str(ROOT / "bench" / "pipeline.py"))
 
 
-def test_tiers_hold_only_test_split_materials_of_their_kind():
-    pools = bench["tier_pools"]()
-    assert all(len(p) > 5 for p in pools.values())
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_tiers_hold_only_materials_of_their_split_and_kind(split):
+    pools = bench["tier_pools"](split)
+    assert all(len(p) > 1 for p in pools.values()) and sum(map(len, pools.values())) > 100
     for tier, pairs in pools.items():
         for entry, _ in pairs:
-            assert entry.split == "test"
+            assert entry.split == split
             els = entry.structure.composition.elements
             if tier == "monolayer":
                 assert entry.kind == "monolayer"
@@ -89,6 +90,7 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
             assert c["truth"] > 0 and 0 <= c["matched"] <= min(c["truth"], c["predicted"])
             assert c["f1"] == pytest.approx(2 * c["matched"] / (c["truth"] + c["predicted"]))
             assert math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
+            assert len(r["truth_zone_axis"]) == 3
         else:
             assert r["truth"] is None and r["success"] is False and "columns" not in r
     report = json.loads((results / "set.json").read_text())
@@ -101,6 +103,45 @@ def test_run_writes_one_line_per_sample_resumes_and_reports_by_tier(small_run):
     assert overall["column_f1"] == pytest.approx(pooled, abs=1e-4)
     assert overall["psnr"] == pytest.approx(np.mean([r["psnr"] for r in crystals]))
     assert "| full | tier3 | 1 |" in (results / "set.md").read_text()
+
+
+def test_run_rows_keep_every_verified_candidate_as_the_rescoring_reads_it(small_run):
+    """bench/intensity_tolerance.py rescores the rows' candidates offline: at the shipped tolerance the
+    rescoring is each candidate's own score, and the best of them the image's."""
+    from model.verify import COLUMN_SIGMA
+
+    rescored = runpy.run_path(str(ROOT / "bench" / "intensity_tolerance.py"))["rescored"]
+    _, results, _ = small_run
+    rows = [json.loads(line) for line in (results / "set" / "full.jsonl").read_text().splitlines()]
+    verified = [r for r in rows if r["candidates"]]
+    assert all(r["intensity_tolerance"] == COLUMN_SIGMA for r in rows)  # the default, as the report gives it
+    assert any(r["kind"] == "crystal" for r in verified)
+    for r in verified:
+        for c in r["candidates"]:
+            assert rescored(c, COLUMN_SIGMA, r["intensity_tolerance"]) == pytest.approx(c["score"], rel=1e-3, abs=2e-5)
+        assert max(c["score"] for c in r["candidates"]) == pytest.approx(r["score"], abs=2e-4)
+
+
+def test_calibration_on_a_built_set_and_its_rescoring_agree(small_run, tmp_path):
+    """bench/calibrate.py --data calibrates on a set written by ``build`` (a multislice validation set in
+    use): the threshold clears every negative (1 % of one allows none), and bench/intensity_tolerance.py,
+    rescoring the same rows at the shipped tolerance, sets the same threshold and passes the same crystals."""
+    from model.verify import COLUMN_SIGMA
+
+    _, results, _ = small_run
+    out, rows_file = tmp_path / "calibration.json", tmp_path / "calibration_rows.json"
+    r = subprocess.run([sys.executable, "bench/calibrate.py", "--data", results.parent / "set", "--out", out,
+                        "--results", rows_file], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cal = json.loads(out.read_text())
+    rows = json.loads(rows_file.read_text())["rows"]
+    assert cal["n_crystals"] == 4 and cal["n_negatives"] == 1 and cal["data"].endswith("set")
+    negative = next(r["score"] for r in rows if r["kind"] != "crystal")
+    assert cal["threshold"] == pytest.approx(negative + 1e-4) and cal["false_accept_rate"] == 0
+    tolerance = runpy.run_path(str(ROOT / "bench" / "intensity_tolerance.py"))
+    at = tolerance["summarise"](tolerance["read_rows"](rows_file), [COLUMN_SIGMA])["tolerances"][str(COLUMN_SIGMA)]
+    assert at["threshold"] == pytest.approx(cal["threshold"], abs=2e-4)
+    assert at["crystals_passed"] == round(cal["true_pass_rate"] * 4)
 
 
 def test_build_like_resimulates_the_same_samples(small_run):

@@ -353,7 +353,7 @@ def test_a_candidate_rescored_at_another_intensity_tolerance_is_its_verification
     at = {s: verify_repeat(repeat, srtio3_rec, noisy, PIXEL, column_sigma=s) for s in (COLUMN_SIGMA, 0.03)}
     assert 0.01 < at[0.03].intensity_score < at[COLUMN_SIGMA].intensity_score < 1
     c = {"ncc": at[COLUMN_SIGMA].ncc, "intensity_score": at[COLUMN_SIGMA].intensity_score, "lattice_prior": 0.9}
-    assert rescored(c, 0.03) == pytest.approx(0.9 * at[0.03].score, rel=1e-9)
+    assert rescored(c, 0.03, made_at=COLUMN_SIGMA) == pytest.approx(0.9 * at[0.03].score, rel=1e-9)
 
 
 def test_column_residuals_relative_to_the_brightest_column_ignore_faint_columns():
