@@ -11,7 +11,7 @@ power (σ/σ')²: every candidate is rescored at each tolerance without simulati
 each tolerance the report gives how often the truth's (entry, zone axis) is ranked first where it was
 verified, the refusal threshold a calibration on these negatives would set (``Calibration.refusal_threshold``)
 and how many crystals would then be accepted, and accepted with the truth first. ``model.verify.COLUMN_SIGMA``
-was sized against multislice whose atom placement depended on the grid (data.projection).
+(7 %) was kept on what this gives for the multislice validation set (README, "A tighter tolerance?").
 """
 from __future__ import annotations
 
