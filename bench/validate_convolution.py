@@ -117,8 +117,8 @@ def main() -> None:
 
     # the constants are the bulk object's: a monolayer weighed by its atoms' cross-sections has its own
     # absolute level, which no exponent or scale moves, so it would only pull the common scale
-    fit_on = [i for i, c in enumerate(cases) if args.slab_object == "potential" or not is_slab(c["atoms"])] or \
-        list(range(len(cases)))
+    own_level = args.object == "atoms" and args.slab_object == "cross_section"  # the summed object ignores it
+    fit_on = [i for i, c in enumerate(cases) if not (own_level and is_slab(c["atoms"]))] or list(range(len(cases)))
 
     def error(rows):
         scale = float(np.exp(np.mean([np.log(rows[i][1]) for i in fit_on])))
