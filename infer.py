@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--multislice-thicknesses", metavar="T1,T2,...",
                    help="specimen thicknesses in Å the multislice re-check tries, each contender scored at its best "
                         "(one run to the largest; default: 80)")
+    p.add_argument("--point-source", action="store_true",
+                   help="verify candidates against a point-source simulation instead of fitting the image's source "
+                        "blur (the shipped refusal threshold was calibrated with the blur fitted)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -148,7 +151,8 @@ def main(argv=None) -> int:
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
                       multislice_k=args.multislice_k, multislice_thicknesses=thicknesses,
-                      beam_counts=args.beam_counts, dark_counts=args.dark_counts, column_sigma=args.column_sigma)
+                      beam_counts=args.beam_counts, dark_counts=args.dark_counts, column_sigma=args.column_sigma,
+                      fit_blur=not args.point_source)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

@@ -15,8 +15,9 @@ as the benchmark's test images are). Everything runs through
 that accepts ≤ 1 % of negatives; the confidence is a logistic fit of P(correct | score), where
 correct means the reconstruction matches the truth under StructureMatcher's default tolerances.
 Writes checkpoints/calibration.json (read by model.pipeline) and bench/results/calibration.json.
-``--lattice-k`` scores a candidate-count setting other than the default; with ``--out`` elsewhere the
-shipped calibration is untouched, and the summary also gives the false acceptance at its threshold.
+``--lattice-k`` scores a candidate-count setting other than the default (``--intensity-tolerance`` and
+``--point-source`` other verification settings); with ``--out`` elsewhere the shipped calibration is untouched,
+and the summary also gives the false acceptance at its threshold.
 """
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ def main() -> None:
                     help="lattice candidates per image (default: infer.py's)")
     ap.add_argument("--intensity-tolerance", type=float, help="the verification's column-intensity tolerance "
                     "(Options.intensity_tolerance; default: model.verify.COLUMN_SIGMA)")
+    ap.add_argument("--point-source", action="store_true",
+                    help="verify against a point source, no blur fitted (Options.fit_blur False)")
     ap.add_argument("--data", type=Path, help="calibrate on a set written by bench/pipeline.py build (e.g. --split val, "
                     "multislice) instead of images drawn through the loop's own convolution path; --crystals, "
                     "--negatives, --size and --seed are then the set's")
@@ -116,7 +119,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     # read before anything is written: the threshold infer.py uses now
     shipped = Calibration.load(CALIBRATION_FILE).threshold if Path(CALIBRATION_FILE).is_file() else None
-    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, intensity_tolerance=args.intensity_tolerance))
+    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, intensity_tolerance=args.intensity_tolerance,
+                                 fit_blur=not args.point_source))
     pipe.calibration = Calibration(threshold=-1.0)  # accept everything: we want the raw best scores
     matcher = StructureMatcher()
     rows, t0 = [], time.time()
@@ -147,7 +151,9 @@ def main() -> None:
         "correct_rate_of_passed": float(np.mean([r["correct"] for r in rows if r["kind"] == "crystal"
                                                  and r["score"] >= threshold] or [0.0])),
         "n_crystals": len(pos), "n_negatives": len(neg), "max_false_accept": args.max_false_accept,
-        "lattice_k": args.lattice_k, "intensity_tolerance": rows[0]["intensity_tolerance"], "shipped_threshold": shipped,
+        "lattice_k": args.lattice_k, "intensity_tolerance": rows[0]["intensity_tolerance"],
+        "fit_blur": not args.point_source,
+        "shipped_threshold": shipped,
         "false_accept_at_shipped": None if shipped is None else float(np.mean(neg >= shipped)),
         "true_pass_at_shipped": None if shipped is None else float(np.mean(pos >= shipped)),
         "seconds": round(time.time() - t0, 1),

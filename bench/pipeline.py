@@ -90,10 +90,10 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel"
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
             "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
             "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0},
-            "tolerance-3": {"intensity_tolerance": 0.03},
+            "tolerance-3": {"intensity_tolerance": 0.03}, "point-source": {"fit_blur": False},
             "not-in-library": {"exclude_truth": True}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
-               "column_min_weight", "column_sigma", "intensity_tolerance")
+               "column_min_weight", "column_sigma", "intensity_tolerance", "fit_blur")
 
 
 def tier_pools(split: str = "test") -> dict[str, list]:
@@ -348,6 +348,7 @@ def run(args) -> None:
                    "dose": float(row["dose"]), "accepted": bool(res.accepted), "reason": res.reason,
                    "truth": key[0] or None, "truth_zone_axis": key[1] if key[0] else None,
                    "intensity_tolerance": (res.report.get("options") or {}).get("intensity_tolerance"),
+                   "fit_blur": (res.report.get("options") or {}).get("fit_blur"),
                    "template": (res.report.get("template") or {}).get("id"),
                    "truth_rank": rank, "offered": rank is not None, "score": res.report.get("score"),
                    "success": False, "rmsd": None,
@@ -393,7 +394,7 @@ def denoising_scores(row, res, options=None) -> dict:
 
 def candidate_scores(candidates: list[dict]) -> list[dict]:
     """The verified candidates of a report, each with only what scores it (6 significant digits)."""
-    terms = ("ncc", "intensity_score", "lattice_prior", "score")
+    terms = ("ncc", "intensity_score", "lattice_prior", "score", "source_sigma")
     return [{"template_id": c["template_id"], "zone_axis": [int(v) for v in c["zone_axis"]],
              **{k: float(f"{float(c[k]):.6g}") for k in terms if c.get(k) is not None}}
             for c in candidates if "intensity_score" in c]

@@ -63,6 +63,7 @@ SLAB_SCALE = 0.908
 BULK_SCALE = 0.944  # median (thickness the scale implies) / (true thickness) of the right bulk crystal
 ABSOLUTE_SIGMA = 0.389  # σ of ln(scale) about those, in the prior exp(-½ (ln ratio / σ)²)
 SOURCE_SIGMAS = np.arange(0.0, 0.45, 0.05)  # Å, Gaussian σ of the source blurs tried (data engine: ≤ 0.34)
+BLUR_FIT_SIZE = 256  # px per side of the central crop the relative verification fits its source blur on
 
 
 def affine_fit(observed: np.ndarray, simulated: np.ndarray) -> tuple[float, float, float]:
@@ -80,6 +81,15 @@ def blurred_scale(observed: np.ndarray, simulated: np.ndarray, pixel_size: float
             for sig in SOURCE_SIGMAS]
     (gain, _, _), sig = min(fits, key=lambda f: f[0][2])
     return gain, float(sig)
+
+
+def fitted_source_sigma(observed: np.ndarray, simulated: np.ndarray, pixel_size: float) -> float:
+    """The source blur (Å) ``blurred_scale`` fits, on the central ``BLUR_FIT_SIZE`` crop: a blur is the same
+    everywhere, and an 8k field's window would cost seconds per candidate."""
+    ny, nx = observed.shape
+    i, j = max(0, (ny - BLUR_FIT_SIZE) // 2), max(0, (nx - BLUR_FIT_SIZE) // 2)
+    crop = (slice(i, i + BLUR_FIT_SIZE), slice(j, j + BLUR_FIT_SIZE))
+    return blurred_scale(observed[crop], simulated[crop], pixel_size)[1]
 
 
 @dataclass
@@ -137,12 +147,14 @@ class Verification:
     geometry: dict = field(default_factory=dict)  # the ScanGeometry the simulation was rendered with
     simulated: np.ndarray | None = field(default=None, repr=False)  # the rendered image (not in to_dict)
     thickness: float | None = None  # Å, the specimen thickness the simulation had
+    source_sigma: float = 0.0  # Å, the Gaussian source blur the simulation was rendered with
 
     def to_dict(self) -> dict:
         return {"ncc": round(self.ncc, 5), "intensity_score": round(self.intensity_score, 5),
                 "score": round(self.score, 5), "n_columns": self.n_columns, "gain": float(self.gain),
                 "background": float(self.background), "geometry": self.geometry,
-                "thickness": None if self.thickness is None else round(self.thickness, 2)}
+                "thickness": None if self.thickness is None else round(self.thickness, 2),
+                "source_sigma": round(self.source_sigma, 3)}
 
 
 def scan_geometry(reconstruction: Reconstruction, shape: tuple[int, int], pixel_size: float,
@@ -217,7 +229,7 @@ def column_error(observed: np.ndarray, simulated: np.ndarray, labels, scale: str
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
            thickness: float | None = None, signal: str = "haadf", rigid: bool = False,
            min_visible_weight: float | None = None, border: float = 2.0,
-           column_sigma: float = COLUMN_SIGMA) -> Verification:
+           column_sigma: float = COLUMN_SIGMA, fit_blur: bool = False) -> Verification:
     """Score ``reconstruction`` against ``denoised`` (pixel size in Å/px: the one the alignment's
     Å coordinates were made with, i.e. ``reconstruction.pixel_size`` when it was estimated).
 
@@ -225,24 +237,28 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
     score fits those two once over the whole field and then asks whether the simulated column
     intensities predict the detected ones. ``border`` (px) leaves the field's edge out of the
     column comparison; ``min_visible_weight`` which columns it compares (None: ``COLUMN_MIN_WEIGHT``);
-    ``column_sigma`` the intensity term's tolerance.
+    ``column_sigma`` the intensity term's tolerance; ``fit_blur`` renders the simulation through the
+    Gaussian source blur that fits the image best (``fitted_source_sigma``) instead of a point source.
     """
     repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
     return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border,
-                         column_sigma=column_sigma)
+                         column_sigma=column_sigma, source_sigma="fit" if fit_blur else 0.0)
 
 
 def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,
                   signal: str = "haadf", rigid: bool = False, min_visible_weight: float | None = None,
                   border: float = 2.0, column_scale: str = COLUMN_SCALE, column_sigma: float = COLUMN_SIGMA,
-                  source_sigma: float = 0.0) -> Verification:
+                  source_sigma: float | str = 0.0) -> Verification:
     """``verify`` with the reconstruction's repeat image already simulated (e.g. one of a thickness series).
     ``column_scale`` and ``column_sigma``: the intensity term's normalisation (``column_residuals``) and
     tolerance; bench/column_norm.py compares others with the loop's. ``source_sigma`` (Å): a Gaussian source
-    blur applied to the simulation first (bench/recheck_blur.py)."""
+    blur applied to the simulation first (bench/recheck_blur.py); ``"fit"``: the one that fits ``denoised``
+    best (``fitted_source_sigma``)."""
     denoised = np.asarray(denoised, float)
     geometry = scan_geometry(reconstruction, denoised.shape, pixel_size, rigid)
     sim = render(repeat, geometry, signal)
+    if source_sigma == "fit":
+        source_sigma = fitted_source_sigma(denoised, sim, pixel_size)
     if source_sigma > 0:
         sim = ndimage.gaussian_filter(sim, source_sigma / pixel_size)
     ncc = float(np.mean(_standardise(denoised) * _standardise(sim)))
@@ -259,4 +275,5 @@ def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised:
     score = float(np.clip(NCC_WEIGHT * max(ncc, 0.0) + (1 - NCC_WEIGHT) * score_i, 0.0, 1.0))
     g = {"shape": list(geometry.shape), "pixel_size": geometry.pixel_size, "rotation": geometry.rotation,
          "offset": list(geometry.offset), "drift": list(geometry.drift)}
-    return Verification(ncc, score_i, score, n, float(gain), float(background), g, sim, float(repeat.thickness))
+    return Verification(ncc, score_i, score, n, float(gain), float(background), g, sim, float(repeat.thickness),
+                        float(source_sigma))

@@ -144,6 +144,22 @@ def test_calibration_on_a_built_set_and_its_rescoring_agree(small_run, tmp_path)
     assert at["crystals_passed"] == round(cal["true_pass_rate"] * 4)
 
 
+def test_clean_ceiling_verifies_the_loops_candidates_on_the_noise_free_image(small_run, tmp_path):
+    """bench/clean_ceiling.py: on images the loop's own simulation made, the noise-free image is what the loop
+    simulates (source blur fitted), so the truth ranks first on it and its column intensities agree."""
+    _, results, _ = small_run
+    out = tmp_path / "ceiling.json"
+    r = subprocess.run([sys.executable, "bench/clean_ceiling.py", "--data", results.parent / "set", "--top", "2",
+                        "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["summary"]["crystals"] == 4 and report["summary"]["truth_verified"] == 4
+    assert report["summary"]["first_on_clean"] == 4
+    for row in report["rows"]:
+        truth = next(c for c in row["candidates"] if c["truth"])
+        assert truth["clean"]["intensity_score"] > 0.9 and truth["clean"]["ncc"] > 0.98
+
+
 def test_build_like_resimulates_the_same_samples(small_run):
     from datasets import load_from_disk
 

@@ -328,7 +328,8 @@ def test_verify_prefers_the_right_candidate_and_rejects_noise(sim, srtio3_scene,
 
 def test_a_source_blur_on_the_simulation_explains_a_blurred_image(sim, srtio3_scene, srtio3_rec):
     """The image blurred by a 0.3 Å (σ) source: a point-source simulation loses NCC, the same blur applied to
-    it (``verify_repeat(source_sigma=)``) wins it back, and ``blurred_scale`` finds that blur."""
+    it (``verify_repeat(source_sigma=)``) wins it back, and ``blurred_scale`` finds that blur, as the loop's
+    ``source_sigma="fit"`` (``Options.fit_blur``) does, while on the sharp image it fits none."""
     from model.verify import blurred_scale, verify_repeat
 
     blurred = ndimage.gaussian_filter(srtio3_scene.image, 0.3 / PIXEL)
@@ -337,6 +338,9 @@ def test_a_source_blur_on_the_simulation_explains_a_blurred_image(sim, srtio3_sc
     fitted = verify_repeat(repeat, srtio3_rec, blurred, PIXEL, source_sigma=0.3)
     assert fitted.ncc > 0.99 > sharp.ncc
     assert blurred_scale(blurred, sharp.simulated, PIXEL)[1] == pytest.approx(0.3)
+    auto = verify_repeat(repeat, srtio3_rec, blurred, PIXEL, source_sigma="fit")
+    assert auto.source_sigma == pytest.approx(0.3) and auto.score == pytest.approx(fitted.score)
+    assert verify_repeat(repeat, srtio3_rec, srtio3_scene.image, PIXEL, source_sigma="fit").source_sigma <= 0.05
 
 
 def test_a_candidate_rescored_at_another_intensity_tolerance_is_its_verification_there(sim, srtio3_scene, srtio3_rec):
