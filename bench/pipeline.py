@@ -50,7 +50,9 @@ but ranks beyond the first 10), ``specimen`` (the truth's kind, bulk or monolaye
 ``elements-specimen`` (both hints), ``absolute`` (``full`` on an absolute-scale image: the sample's own
 detector reading of the whole beam and of none as --beam-counts / --dark-counts, as a detector scan gives them),
 ``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
-``Options.column_min_weight`` 0) and ``not-in-library`` (``full`` with the truth's own entry excluded from the
+``Options.column_min_weight`` 0), ``tolerance-3`` (the intensity term's tolerance at 3 % instead of 7 %),
+``point-source`` (``full`` with the loop rendering a point source, no source blur fitted: ``--point-source``, the
+default until 2026-11-27) and ``not-in-library`` (``full`` with the truth's own entry excluded from the
 candidates: a material the library lacks, which success cannot count; the report gives how many such crystals
 are accepted as another material, and how many of those keep the truth's prototype and zone axis).
 
