@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> None:
-    from pipeline import ids_arg
+    from pipeline import ids_arg, loop_candidates
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("datasets/bench-exact97-mono"))
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     from datasets import load_from_disk
 
-    from model.pipeline import Options, Pipeline, analysis_window
+    from model.pipeline import Options, Pipeline
     from model.verify import verify
 
     pipe = Pipeline.load(Options(potential="none"))
@@ -50,12 +50,9 @@ def main(argv=None) -> None:
             continue
         px = float(row["pixel_size"])
         truth = (str(row["template_id"]), [int(v) for v in row["zone_axis"]])
-        den = pipe.denoiser(np.asarray(row["image"], np.float32), px)
-        i0, j0, h, w = analysis_window(den.denoised.shape)
-        window = den.denoised[i0:i0 + h, j0:j0 + w]
+        _, (i0, j0, h, w), verified = loop_candidates(pipe, row["image"], px)
         clean = np.asarray(row["clean"], float)[i0:i0 + h, j0:j0 + w]
-        ranked = sorted((r for r in pipe.candidates(window, den.columns.window(i0, j0, h, w), px)
-                         if r.verification is not None), key=lambda r: -r.score)
+        ranked = sorted(verified, key=lambda r: -r.score)
         is_truth = [(r.candidate["template_id"], list(r.candidate["zone_axis"])) == truth for r in ranked]
         chosen = [r for k, r in enumerate(ranked) if k < args.top or is_truth[k]]
         cands = []

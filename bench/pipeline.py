@@ -394,6 +394,19 @@ def denoising_scores(row, res, options=None) -> dict:
             "psnr": psnr, "ssim": ssim}
 
 
+def loop_candidates(pipe, image: np.ndarray, pixel_size: float):
+    """``Pipeline.run``'s stages up to the closed loop's choice, for scripts that study that choice: the denoised
+    analysis window, where it sits in the image ((row, col, height, width)), and the candidates it verified."""
+    from model.pipeline import analysis_window
+
+    den = pipe.denoiser(np.asarray(image, np.float32), pixel_size)
+    i0, j0, h, w = box = analysis_window(den.denoised.shape)
+    window = den.denoised[i0:i0 + h, j0:j0 + w]
+    verified = [r for r in pipe.candidates(window, den.columns.window(i0, j0, h, w), pixel_size)
+                if r.verification is not None]
+    return window, box, verified
+
+
 def candidate_scores(candidates: list[dict]) -> list[dict]:
     """The verified candidates of a report, each with only what scores it (6 significant digits)."""
     terms = ("ncc", "intensity_score", "lattice_prior", "score", "source_sigma")

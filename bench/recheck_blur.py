@@ -18,13 +18,11 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> None:
-    from pipeline import DATA, ids_arg
+    from pipeline import DATA, ids_arg, loop_candidates
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -34,7 +32,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     from datasets import load_from_disk
 
-    from model.pipeline import Options, Pipeline, analysis_window
+    from model.pipeline import Options, Pipeline
     from model.verify import blurred_scale, verify_repeat
 
     pipe = Pipeline.load(Options(potential="none", multislice_k=3))
@@ -46,10 +44,7 @@ def main(argv=None) -> None:
             continue
         px = float(row["pixel_size"])
         # Pipeline.run's stages up to the re-check, kept here to rescore its contenders
-        den = pipe.denoiser(np.asarray(row["image"], np.float32), px)
-        i0, j0, h, w = analysis_window(den.denoised.shape)
-        window = den.denoised[i0:i0 + h, j0:j0 + w]
-        ok = [r for r in pipe.candidates(window, den.columns.window(i0, j0, h, w), px) if r.verification is not None]
+        window, _, ok = loop_candidates(pipe, row["image"], px)
         kept = pipe.multislice_recheck(ok, window, lambda s: None)
         out = {"id": str(row["id"]), "truth": str(row["template_id"]),
                "kept": (kept or max(ok, key=lambda r: r.score)).candidate["template_id"], "contenders": []}

@@ -92,7 +92,7 @@ class Options:
     intensity_tolerance: float | None = None
     # Render each candidate through the Gaussian source blur that fits the image best (model.verify.
     # fitted_source_sigma) rather than a point source: a microscope's source is not a point, and its blur
-    # lowers sharp columns (a monolayer's) more than channelled ones. On the multislice validation set it
+    # changes column ratios where columns differ in width. On the multislice validation set it
     # kept the right crystal in 33 of 47 against 31, losing none (bench/results/calibration_val_blur_rows.json
     # against calibration_val_cross_section_rows.json); checkpoints/calibration.json was calibrated with it.
     fit_blur: bool = True
