@@ -160,7 +160,9 @@ def main() -> None:
     }
     if args.data:
         crystals = [r for r in rows if r["kind"] == "crystal"]
-        summary |= {"data": str(args.data), "doses": [min(r["dose"] for r in crystals), max(r["dose"] for r in crystals)],
+        # a set of negatives alone (build --ids) checks a threshold: where it would have to move
+        summary |= {"data": str(args.data),
+                    "doses": [min(r["dose"] for r in crystals), max(r["dose"] for r in crystals)] if crystals else None,
                     "pixel_sizes": [min(r["pixel_size"] for r in rows), max(r["pixel_size"] for r in rows)],
                     # the pass-rate target is for doses of 5e3 e/Å² and more
                     "true_pass_rate_dose_5e3": float(np.mean([r["score"] >= threshold for r in crystals

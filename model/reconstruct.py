@@ -25,13 +25,21 @@ from model.lattice import Alignment, orthogonalisation_strain
 
 PARAMS = ("a", "b", "c", "alpha", "beta", "gamma")
 SYMPREC = 0.01  # Å; the rebuilt cell is exact, so this only absorbs rounding
-PRIOR_WEIGHT = 1e-3  # pull of the unobservable ratios/angles to the template (data weigh ~1/σ ≫ this)
+# 1σ of a material's axial ratios (relative) and cell angles (radians) about its template's: what decides
+# the parameters a projection cannot see (they keep the template's ratio), and, with DRIFT_SIGMA, how a
+# two-length projection shares what it cannot tell apart (see DRIFT_SIGMA). Data weigh ~1/σ_data ≫ 1/this.
+RATIO_SIGMA = 0.01
+# the same for the no-symmetry ablation, where every length and angle is the data's: next to no pull
+FREE_RATIO_SIGMA = 1e3
 # 1σ of each scan-distortion component (shear, slow-axis stretch) the fit assumes a priori. A STEM
 # image is exact along its fast-scan axis (image x) and drifts along its slow axis: a crystal's in-plane
 # lattice plus rotation plus these two distortions are four unknowns for the affine's four numbers, so
-# a one-parameter projection (cubic, a hexagonal [001]) is measured free of drift, and the prior only
-# decides how a two-parameter projection shares a distortion between drift and its c/a. The data
-# engine draws up to 0.004 Å per line (3-7 % at 0.06-0.15 Å pixels).
+# a one-parameter projection (cubic, a hexagonal [001]) is measured free of drift, and the priors only
+# decide how a two-parameter projection shares a distortion between drift and its c/a: in proportion
+# to their variances, RATIO_SIGMA² : DRIFT_SIGMA², a tenth to the cell. (A near-free ratio, as until
+# 2026-12-06, put all of it into the cell: NiS [320] needed 4.5 % of strain for a 4.5 % slow-axis
+# stretch, and its lattice prior refused the right answer.) The data engine draws up to 0.004 Å per
+# line (3-7 % at 0.06-0.15 Å pixels).
 DRIFT_SIGMA = 0.03
 
 
@@ -262,6 +270,7 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
     lat0 = s0.lattice
     monolayer = entry.kind == "monolayer"
     system = SpacegroupAnalyzer(s0, symprec=SYMPREC).get_crystal_system() if symmetry else "triclinic"
+    ratio_sigma = RATIO_SIGMA if symmetry else FREE_RATIO_SIGMA
     frame0 = beam_frame(s0, uvw)
     y_obs, cov = _observed(alignment, frame0.vectors)
     # σ floors: a perfect fit must not make the weights infinite
@@ -295,10 +304,10 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
         return ((_scanned(P, *x[nx:], mirror) - W_obs) / sig_w.reshape(2, 2)).ravel()
 
     def prior(x):
-        # template ratios (differences of log lengths) and angles: only decide what the data cannot
+        # template ratios (differences of log lengths) and angles: decide what the data cannot, beside the drift
         r = [(x[i] - x[j]) - (x_ref[i] - x_ref[j]) for i, j in itertools.combinations(range(nl), 2)]
         r += list(np.radians(x[nl:nx] - x_ref[nl:]))
-        return np.concatenate([PRIOR_WEIGHT * np.array(r), x[nx + 1:] / DRIFT_SIGMA])
+        return np.concatenate([np.array(r) / ratio_sigma, x[nx + 1:] / DRIFT_SIGMA])
 
     if not estimated:  # start at the rotation that carries the first template vector onto its image
         P0 = _inplane_vectors(lattice(x0), frame0.inplane, uvw, handed) @ np.diag([1.0, mirror])

@@ -255,11 +255,12 @@ def test_unknown_pixel_size_is_estimated_from_the_template_scale(sim, srtio3, sr
     assert rec.measured == [] and rec.carried[0] == "scale" and rec.pixel_size_source == "estimated"
 
 
-def synthetic_columns(structure, uvw, rotation_deg, fov=24.0, seed=0):
+def synthetic_columns(structure, uvw, rotation_deg, fov=24.0, seed=0, drift=(0.0, 0.0)):
     """Projected column positions (Å) over a fov x fov field, rotated and noised; no simulation."""
     _, atoms, cols = describe(structure, uvw)
     repeat = RepeatImage({"haadf": np.zeros((1, 1))}, (atoms.cell[0, 0], atoms.cell[1, 1]), 1.0, cols, "none")
-    g = ScanGeometry(shape=(int(fov / PIXEL),) * 2, pixel_size=PIXEL, rotation=rotation_deg, offset=(0.3, 0.8))
+    g = ScanGeometry(shape=(int(fov / PIXEL),) * 2, pixel_size=PIXEL, rotation=rotation_deg, offset=(0.3, 0.8),
+                     drift=drift)
     lab = column_labels(repeat, g, min_visible_weight=0.12)
     rng = np.random.default_rng(seed)
     v = lab.visible
@@ -271,12 +272,13 @@ def test_tetragonal_parameters_seen_and_carried_by_projection():
     s0 = rutile.structure
     a0, c0 = s0.lattice.a, s0.lattice.c
     truth = Structure(Lattice.tetragonal(a0 * 1.01, c0 * 0.98), s0.species, s0.frac_coords)
-    # [100]: a and c both lie in the plane
-    xy, w = synthetic_columns(truth, (1, 0, 0), 23.0)
+    # [100]: a and c both lie in the plane (c/a as the template's: a departure of it is shared with the
+    # scan's stretch, test_a_two_length_projection_shares_its_axial_ratio_with_the_scan_drift)
+    xy, w = synthetic_columns(scaled(s0, 1.02), (1, 0, 0), 23.0)
     rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, intensity=w))
     assert sorted(rec.measured) == ["a", "c"] and rec.carried == []
-    assert rec.lattice["a"] == pytest.approx(a0 * 1.01, rel=2e-3)
-    assert rec.lattice["c"] == pytest.approx(c0 * 0.98, rel=2e-3)
+    assert rec.lattice["a"] == pytest.approx(a0 * 1.02, rel=2e-3)
+    assert rec.lattice["c"] == pytest.approx(c0 * 1.02, rel=2e-3)
     assert rec.spacegroup["number"] == 136
     # [001]: only a is seen; c keeps the template's c/a
     xy, w = synthetic_columns(truth, (0, 0, 1), 23.0)
@@ -290,6 +292,33 @@ def test_tetragonal_parameters_seen_and_carried_by_projection():
     rec = reconstruct(rutile, (1, 0, 0), align_template(xy / PIXEL, rutile, (1, 0, 0), False, intensity=w))
     assert rec.measured == ["c/a"] and rec.carried == ["scale"]
     assert rec.lattice["c"] / rec.lattice["a"] == pytest.approx(0.98 / 1.01 * c0 / a0, rel=2e-3)
+
+
+def test_a_two_length_projection_shares_its_axial_ratio_with_the_scan_drift():
+    """Rutile [100] puts a and c in the plane: lattice, rotation and scan distortion are five unknowns
+    for the affine's four numbers, so a slow-axis stretch and a c/a departure look alike. The priors
+    share such a distortion by their variances (RATIO_SIGMA² : DRIFT_SIGMA²): a drifting scan of the
+    template's own crystal keeps its lattice, and a drift-free image of a crystal with another c/a
+    gives the cell about a tenth of the departure."""
+    from model.reconstruct import DRIFT_SIGMA, RATIO_SIGMA
+
+    rutile = get_entry("TiO2-rutile")
+    s0 = rutile.structure
+    a0, c0 = s0.lattice.a, s0.lattice.c
+    vx, vy = 0.001, 0.004  # Å per scan line: a 4 % slow-axis stretch at 0.1 Å pixels
+    xy, w = synthetic_columns(s0, (1, 0, 0), 23.0, fov=32.0, drift=(vx, vy))
+    rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, pixel_size=PIXEL, intensity=w))
+    assert rec.lattice["a"] == pytest.approx(a0, rel=5e-3) and rec.lattice["c"] == pytest.approx(c0, rel=5e-3)
+    assert rec.template_strain < 5e-3  # the lattice prior's argument: small, as for the right template
+    assert rec.scan_distortion["stretch"] == pytest.approx(PIXEL / (PIXEL + vy) - 1, abs=5e-3)
+    # a drift-free image of rutile with c/a 3 % below the template's: the fit shares it
+    truth = Structure(Lattice.tetragonal(a0, c0 * 0.97), s0.species, s0.frac_coords)
+    xy, w = synthetic_columns(truth, (1, 0, 0), 23.0, fov=32.0)
+    rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, pixel_size=PIXEL, intensity=w))
+    share = np.log(rec.lattice["c"] / rec.lattice["a"] * a0 / c0) / np.log(0.97)
+    assert 0.5 * RATIO_SIGMA ** 2 / (RATIO_SIGMA ** 2 + DRIFT_SIGMA ** 2) < share < 0.3
+    assert max(map(abs, rec.scan_distortion.values())) > 0.01  # the rest is taken for drift
+    assert rec.strain_residual < 1e-3  # and the cell with that drift explains the columns
 
 
 def test_alignment_tolerates_missing_and_spurious_columns(srtio3, srtio3_scene):
