@@ -27,7 +27,8 @@ PARAMS = ("a", "b", "c", "alpha", "beta", "gamma")
 SYMPREC = 0.01  # Å; the rebuilt cell is exact, so this only absorbs rounding
 # 1σ of a material's axial ratios (relative) and cell angles (radians) about its template's: what decides
 # the parameters a projection cannot see (they keep the template's ratio), and, with DRIFT_SIGMA, how a
-# two-length projection shares what it cannot tell apart (see DRIFT_SIGMA). Data weigh ~1/σ_data ≫ 1/this.
+# two-length projection shares what it cannot tell apart (see DRIFT_SIGMA). A ratio the data measure is
+# theirs wherever they weigh 1/σ_data ≫ 1/this.
 RATIO_SIGMA = 0.01
 # the same for the no-symmetry ablation, where every length and angle is the data's: next to no pull
 FREE_RATIO_SIGMA = 1e3
@@ -37,9 +38,9 @@ FREE_RATIO_SIGMA = 1e3
 # a one-parameter projection (cubic, a hexagonal [001]) is measured free of drift, and the priors only
 # decide how a two-parameter projection shares a distortion between drift and its c/a: in proportion
 # to their variances, RATIO_SIGMA² : DRIFT_SIGMA², a tenth to the cell. (A near-free ratio, as until
-# 2026-12-06, put all of it into the cell: NiS [320] needed 4.5 % of strain for a 4.5 % slow-axis
-# stretch, and its lattice prior refused the right answer.) The data engine draws up to 0.004 Å per
-# line (3-7 % at 0.06-0.15 Å pixels).
+# 2026-12-06, put all of it into the cell: the right NiS [320] template needed 4.5 % of strain on a
+# benchmark image, 0.5 % with the ratio prior, and its lattice prior had refused it.) The data engine
+# draws up to 0.004 Å per line (3-7 % at 0.06-0.15 Å pixels).
 DRIFT_SIGMA = 0.03
 
 
