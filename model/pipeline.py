@@ -48,8 +48,7 @@ def lattice_prior_sigma(reconstruction, pixel_size_error: float) -> float:
     """σ of the lattice prior for ``reconstruction`` (see ``STRAIN_RMS``)."""
     if reconstruction.pixel_size_source != "given":
         return SHAPE_SIGMA
-    n = sum(p in ("a", "b", "c") for p in reconstruction.measured)
-    return float(np.hypot(STRAIN_RMS[min(max(n, 1), 2)], pixel_size_error))
+    return float(np.hypot(STRAIN_RMS[min(max(reconstruction.lengths_measured, 1), 2)], pixel_size_error))
 
 
 @dataclass

@@ -135,6 +135,11 @@ class Reconstruction:
         return self.spacegroup["number"] == self.spacegroup_template["number"]
 
     @property
+    def lengths_measured(self) -> int:
+        """How many of a, b, c this projection measured (two or more share a distortion with the drift)."""
+        return sum(p in ("a", "b", "c") for p in self.measured)
+
+    @property
     def template_strain(self) -> float:
         """Largest relative change of a free lattice length (angles: in radians) from the template's own
         lattice. A material's lattice parameters are known to a fraction of a per cent, so a candidate
@@ -379,7 +384,7 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
         resid = data(x) * sig / np.array([y_obs[0], y_obs[1], 1.0])
     else:  # the vectors' misfit relative to their lengths
         resid = data(x_all) * sig_w / np.repeat(np.linalg.norm(W_obs, axis=1), 2)
-    return Reconstruction(
+    rec = Reconstruction(
         structure=structure, template_id=entry.id, uvw=uvw, lattice=values, measured=measured, carried=carried,
         fixed=fixed, sigma=sigma, crystal_system=system, spacegroup_template=_spacegroup(s0),
         spacegroup=_spacegroup(structure), pixel_size=alignment.pixel_size,
@@ -387,6 +392,11 @@ def reconstruct(entry, uvw, alignment: Alignment, symmetry: bool = True) -> Reco
         alignment=alignment, template_lattice=dict(zip(PARAMS, (*lat0.abc, *lat0.angles))),
         strain_residual=float(np.sqrt(np.mean(resid ** 2))), scan_distortion=drift, frame_affine=F, frame_shift=f,
         notes=notes)
+    if symmetry and not estimated and rec.lengths_measured >= 2:
+        rec.notes.append(f"two lengths in the plane: their ratio and a slow-scan stretch look alike in one image, "
+                         f"and the fit shares them by priors of {RATIO_SIGMA:.0%} (the template's ratio) and "
+                         f"{DRIFT_SIGMA:.0%} (drift)")
+    return rec
 
 
 def match_truth(structure: Structure, truth: Structure, lattice: dict, matcher=None) -> dict:

@@ -319,6 +319,7 @@ def test_a_two_length_projection_shares_its_axial_ratio_with_the_scan_drift():
     assert 0.5 * RATIO_SIGMA ** 2 / (RATIO_SIGMA ** 2 + DRIFT_SIGMA ** 2) < share < 0.3
     assert max(map(abs, rec.scan_distortion.values())) > 0.01  # the rest is taken for drift
     assert rec.strain_residual < 1e-3  # and the cell with that drift explains the columns
+    assert any(n.startswith("two lengths in the plane") for n in rec.notes)  # the report says so
 
 
 def test_alignment_tolerates_missing_and_spurious_columns(srtio3, srtio3_scene):
