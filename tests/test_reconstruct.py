@@ -316,7 +316,8 @@ def test_a_two_length_projection_shares_its_axial_ratio_with_the_scan_drift():
     xy, w = synthetic_columns(truth, (1, 0, 0), 23.0, fov=32.0)
     rec = reconstruct(rutile, (1, 0, 0), align_template(xy, rutile, (1, 0, 0), True, pixel_size=PIXEL, intensity=w))
     share = np.log(rec.lattice["c"] / rec.lattice["a"] * a0 / c0) / np.log(0.97)
-    assert 0.5 * RATIO_SIGMA ** 2 / (RATIO_SIGMA ** 2 + DRIFT_SIGMA ** 2) < share < 0.3
+    expected = RATIO_SIGMA ** 2 / (RATIO_SIGMA ** 2 + DRIFT_SIGMA ** 2)  # a tenth
+    assert 0.7 * expected < share < 1.5 * expected
     assert max(map(abs, rec.scan_distortion.values())) > 0.01  # the rest is taken for drift
     assert rec.strain_residual < 1e-3  # and the cell with that drift explains the columns
     assert any(n.startswith("two lengths in the plane") for n in rec.notes)  # the report says so
