@@ -64,6 +64,9 @@ def make_record(cfg: DataConfig, split: str, index: int, pairs: list[tuple], sim
     from data.sample import make_sample
 
     rng = sample_rng(cfg.seed, split, index)
+    if cfg.monolayer_fraction is not None:  # draws one number more, so only such configs change
+        want = "monolayer" if rng.random() < cfg.monolayer_fraction else "bulk"
+        pairs = [p for p in pairs if p[0].kind == want]
     entry, za = pairs[int(rng.integers(len(pairs)))]
     thickness = float(rng.choice(cfg.thicknesses))
     # one instrument draws nothing, so single-microscope datasets stay as they were
@@ -118,6 +121,11 @@ def build(cfg: DataConfig, progress: bool = True) -> Path:
     for split in cfg.splits:
         if cfg.splits[split] and not candidates(cfg, split):
             raise ConfigError(f"split {split!r} has no library entries to sample from")
+        f = cfg.monolayer_fraction
+        kinds = {e.kind for e, _ in candidates(cfg, split)}
+        for kind, wanted in (("monolayer", f is not None and f > 0), ("bulk", f is not None and f < 1)):
+            if cfg.splits[split] and wanted and kind not in kinds:
+                raise ConfigError(f"split {split!r} has no {kind} entries for monolayer_fraction {f}")
     out = Path(cfg.output)
     shard_dir = out.parent / f".{out.name}-shards"
     shard_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,10 @@ class DataConfig:
     heatmap_min_weight: float = 0.12  # columns fainter than this share of the brightest (Z^1.7) are not targets
     thicknesses: list = field(default_factory=lambda: [30.0, 80.0])  # Å; each repeat image is cached
     include_monolayers: bool = True
+    # None: every (entry, zone axis) pair is equally likely, so monolayers are their 2 % share of the
+    # train split's pairs; a number: a sample is a monolayer with that probability (a fine-tune that
+    # must learn their contrast sees them often enough to)
+    monolayer_fraction: float | None = None
     shard_size: int = 32
     cache_dir: str = ".cache/repeats"
     library: str | None = None  # path to a library.json.gz; default: the shipped one
@@ -53,6 +57,11 @@ class DataConfig:
             raise ConfigError("splits: sample counts must be >= 0")
         if self.image_size < 64 or self.image_size > 4096:
             raise ConfigError(f"image_size {self.image_size} must be within 64-4096 px")
+        if self.monolayer_fraction is not None:
+            if not 0.0 <= self.monolayer_fraction <= 1.0:
+                raise ConfigError(f"monolayer_fraction {self.monolayer_fraction} must be within 0-1")
+            if not self.include_monolayers and self.monolayer_fraction > 0:
+                raise ConfigError("monolayer_fraction > 0 needs include_monolayers: true")
         if self.shard_size < 1:
             raise ConfigError("shard_size must be >= 1")
         if not self.thicknesses or min(self.thicknesses) <= 0:

@@ -57,7 +57,7 @@ class Lattice2D:
     n_columns: int  # columns given
     n_used: int  # columns in the final least-squares fit (outliers and stray sites left out)
     sites: np.ndarray = field(default_factory=lambda: np.zeros((1, 2)))  # basis offsets (K, 2) from site 0
-    source: str = "columns"  # "columns" | "fft"
+    source: str = "columns"  # "columns" | "fft" (of the denoised image) | "fft_raw" (of the image as given)
     fft_check: float | None = None  # max deviation of the FFT lattice from a sublattice of this one
     translations: np.ndarray | None = None  # (M, 2) accepted translations, shortest first (columns only)
 
@@ -262,6 +262,63 @@ def image_lattice(xy: np.ndarray, image: np.ndarray, pixel_size: float = 1.0) ->
         except ValueError:
             pass
     return None
+
+
+# the raw image's periodicity counts only between these: shorter is the noise's pixel-scale texture (2-3 px
+# on pure-noise images), fewer repeats across the field is chance (60-70 px periods on amorphous ones);
+# and its vectors must carry detections onto detections this many times as often as the same lengths
+# turned elsewhere (Si [210], 438 detections of which a third are false: 1.8 and 2.2; the noise and
+# amorphous images of set97 and the validation set whose raw periods pass the limits above: at most 1.2)
+MIN_PERIOD_PX, MIN_REPEATS, MIN_SUPPORT, MIN_SUPPORT_COLUMNS = 4.0, 5.0, 1.5, 20
+
+
+def translation_support(xy: np.ndarray, vectors: np.ndarray, turns: int = 12) -> np.ndarray:
+    """For each vector: the share of detections that ``±vector`` carries within a quarter of the median
+    nearest-neighbour distance of another, over the same share for the vector turned by ``turns`` other
+    angles (what a random direction of that length gives). Zero with fewer than ``MIN_SUPPORT_COLUMNS``."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if len(xy) < MIN_SUPPORT_COLUMNS:
+        return np.zeros(len(vectors))
+    tree = cKDTree(xy)
+    tol = 0.25 * float(np.median(tree.query(xy, k=2)[0][:, 1]))
+
+    def share(v):
+        return np.mean([np.isfinite(tree.query(xy + s * v, distance_upper_bound=tol)[0]).mean() for s in (1, -1)])
+
+    out = []
+    for v in np.asarray(vectors, float):
+        angles = np.pi * (np.arange(1, turns + 1) / (turns + 1))  # every direction but its own, half a turn
+        c, s = np.cos(angles), np.sin(angles)
+        turned = np.stack([c * v[0] - s * v[1], s * v[0] + c * v[1]], 1)
+        chance = max(float(np.mean([share(t) for t in turned])), 1e-3)
+        out.append(share(v) / chance)
+    return np.array(out)
+
+
+def image_lattices(xy: np.ndarray, image: np.ndarray, pixel_size: float = 1.0,
+                   raw: np.ndarray | None = None, tol: float = 0.02) -> list[Lattice2D]:
+    """``image_lattice``, and when the columns gave none, the periodicity of ``raw`` (the image before
+    denoising) as well where it differs (relative lengths or angle beyond ``tol``): a pattern unlike
+    any it was trained on (Si [210], whose atoms do not stack into columns) the denoiser can redraw at
+    another period, which its Fourier peaks then repeat."""
+    first = image_lattice(xy, image, pixel_size)
+    out = [first] if first is not None else []
+    if raw is None or (first is not None and first.source == "columns"):
+        return out
+    try:
+        alt = fft_lattice(raw, pixel_size)
+    except ValueError:
+        return out
+    alt.source = "fft_raw"
+    px_lengths = alt.lengths / pixel_size
+    if px_lengths.min() < MIN_PERIOD_PX or px_lengths.max() > min(raw.shape) / MIN_REPEATS:
+        return out  # a period of a few pixels is the detector's noise; one seen a few times is no lattice
+    if translation_support(xy, alt.vectors).min() < MIN_SUPPORT:
+        return out  # the detections, however few right, must repeat along it more than by chance
+    if first is None or not np.allclose(lattice_metric(alt.vectors), lattice_metric(first.vectors), rtol=tol,
+                                        atol=tol):
+        out.append(alt)
+    return out
 
 
 def fit_lattice(xy: np.ndarray, image: np.ndarray | None = None, pixel_size: float = 1.0, tol: float | None = None,

@@ -300,12 +300,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def candidates(self, denoised: np.ndarray, columns, pixel_size: float | None,
-                   exclude: list[str] | None = None, pixel_prior=None) -> list[CandidateResult]:
+                   exclude: list[str] | None = None, pixel_prior=None, raw: np.ndarray | None = None
+                   ) -> list[CandidateResult]:
         """Fit the lattice, retrieve candidates, then align, reconstruct and verify each (the closed loop).
         ``pixel_prior``: without ``pixel_size``, a ``model.pixel_size.PixelSizeEstimate`` each candidate's
-        implied pixel size is weighed by."""
+        implied pixel size is weighed by. ``raw``: the image before denoising, whose own periodicity is a
+        second lattice when the columns give none."""
         from data.library import get_entry
-        from model.lattice import align_template, image_lattice
+        from model.lattice import align_template, image_lattices
         from model.reconstruct import reconstruct
         from model.verify import specimen_fit, verify
 
@@ -313,8 +315,8 @@ class Pipeline:
         xy_px = np.stack([columns.x_px, columns.y_px], 1)
         known = pixel_size is not None
         xy = xy_px * pixel_size if known else xy_px
-        lattice = image_lattice(xy, denoised, pixel_size if known else 1.0)
-        cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattice,
+        lattices = image_lattices(xy, denoised, pixel_size if known else 1.0, raw)
+        cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattices or None,
                                      lattice_k=o.lattice_k, kind=o.specimen,
                                      pixel_prior=None if known else pixel_prior)
         out = []
@@ -322,8 +324,17 @@ class Pipeline:
             res = CandidateResult(c.to_dict())
             try:
                 entry = get_entry(c.template_id)
-                al = align_template(xy, entry, c.zone_axis, known, pixel_size=pixel_size,
-                                    intensity=columns.intensity, lattice=lattice)
+                # the lattice that brought it first, then the others: an embedding pick may fit another
+                tries = ([lattices[c.lattice_index]] + [lat for n, lat in enumerate(lattices) if n != c.lattice_index]
+                         if lattices else [None])
+                for n, lat in enumerate(tries):
+                    try:
+                        al = align_template(xy, entry, c.zone_axis, known, pixel_size=pixel_size,
+                                            intensity=columns.intensity, lattice=lat)
+                        break
+                    except ValueError:
+                        if n == len(tries) - 1:
+                            raise
                 rec = reconstruct(entry, c.zone_axis, al, symmetry=o.symmetry)
                 px = res.pixel_size = pixel_size if known else rec.pixel_size
                 if not known and pixel_prior is not None:
@@ -392,7 +403,8 @@ class Pipeline:
         denoiser = self.denoiser if self.options.denoise else SmoothingDenoiser()
         o = self.options
         # an absolute-scale image in fractions of the beam, as the loop simulates it
-        den = denoiser(o.beam_fraction(image.array), px if px is not None else denoiser.working_pixel_size(0.1))
+        array = o.beam_fraction(image.array)
+        den = denoiser(array, px if px is not None else denoiser.working_pixel_size(0.1))
         cols = den.columns
         lap("denoise")
         say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
@@ -405,7 +417,8 @@ class Pipeline:
 
             estimate = estimate_pixel_size(window, wcols, o.column_sigma or COLUMN_SIGMA, o.column_sigma_spread)
             say("pixel size from the columns' width: " + (f"{estimate.value:.4f} Å" if estimate else "too few columns"))
-        results = self.candidates(window, wcols, px, exclude, estimate if o.column_sigma is not None else None)
+        results = self.candidates(window, wcols, px, exclude, estimate if o.column_sigma is not None else None,
+                                  array[i0:i0 + h, j0:j0 + w])
         lap("retrieve_reconstruct_verify")
         ok = [r for r in results if r.verification is not None]
         best = max(ok, key=lambda r: r.score) if ok else None

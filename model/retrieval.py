@@ -253,6 +253,7 @@ class Candidate:
     pixel_size: float | None = None  # the scale at which it matched, when the query's was unknown
     source: str = "embedding"  # "embedding" (top-k by score) | "lattice" (top by score among lattice fits)
     lattice_mismatch: float | None = None  # of the template's projected lattice vs the measured one
+    lattice_index: int = 0  # which of the query's measured lattices brought it (and aligns it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -318,10 +319,10 @@ class TemplateIndex:
         return [self._candidate(rank, i, float(scores[i])) for rank, i in enumerate(top_k(scores, k), 1)]
 
     def _candidate(self, rank: int, i: int, score: float, pixel_size: float | None = None, source: str = "embedding",
-                   mismatch: float | None = None) -> Candidate:
+                   mismatch: float | None = None, lattice_index: int = 0) -> Candidate:
         r = self.records[i]
         return Candidate(rank, r["template_id"], list(r["zone_axis"]), r["zone_label"], r["formula"], r["prototype"],
-                         r["spacegroup"], r["kind"], score, pixel_size, source, mismatch)
+                         r["spacegroup"], r["kind"], score, pixel_size, source, mismatch, lattice_index)
 
     def lattice_table(self) -> np.ndarray:
         """The (N, K, 3) lattice metrics, computed here (a few minutes) for an index saved without them
@@ -497,7 +498,8 @@ class Retriever:
         ``model.pixel_size.PixelSizeEstimate``) the rungs inside its window and the rung nearest it.
 
         ``lattice``: the image's measured 2-D lattice (``model.lattice.Lattice2D``; Å when the pixel
-        size is given, pixels otherwise). Then up to ``lattice_k`` more candidates follow the top k,
+        size is given, pixels otherwise), or a list of alternatives, each bringing its own (a candidate's
+        ``lattice_index`` says which). Then up to ``lattice_k`` more candidates follow the top k,
         from the templates whose projected lattice is within ``lattice_tol`` of it: half the best
         scored of them, half the closest in lattice (without a pixel size, all by score).
         Without a pixel size, their shape must fit, the scale they imply must be plausible, and their
@@ -509,7 +511,7 @@ class Retriever:
         n = len(self.index)
         if pixel_size is not None:
             scores = np.where(mask, self.index.embeddings @ self.embed_image(image, pixel_size), -np.inf)
-            per_rung = None
+            per_rung = rungs = lo = hi = None
         else:
             ladder = np.asarray(UNKNOWN_PIXEL_LADDER)
             lo, hi = (ladder[0] / 1.5, ladder[-1] * 1.5) if pixel_prior is None else pixel_prior.window()
@@ -523,16 +525,39 @@ class Retriever:
         order = top_k(scores, k)
         out = [self.index._candidate(r, i, float(scores[i]), None if best_px is None else float(best_px[i]))
                for r, i in enumerate(order, 1)]
-        if lattice is None or lattice_k <= 0:
+        lattices = [] if lattice is None else list(lattice) if isinstance(lattice, (list, tuple)) else [lattice]
+        if not lattices or lattice_k <= 0:
             return out
+        taken = list(order)
+        for n, lat in enumerate(lattices):
+            extra, mis, fit_scores, fit_px = self._lattice_fits(
+                lat, mask, scores, best_px, taken, lattice_k, lattice_tol, pixel_prior,
+                None if per_rung is None else (per_rung, rungs, lo, hi))
+            if n == 0:  # the embedding's own picks carry their fit to the first lattice too
+                for c, i in zip(out, order):
+                    c.lattice_mismatch = float(mis[i])
+            out += [self.index._candidate(len(out) + r, i, float(fit_scores[i]),
+                                          None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]), n)
+                    for r, i in enumerate(extra, 1)]
+            taken += extra
+        return out
+
+    def _lattice_fits(self, lattice, mask, scores, best_px, taken, lattice_k: int, lattice_tol: float, pixel_prior,
+                      ladder_scores=None):
+        """Up to ``lattice_k`` more (template, zone axis) rows whose lattice fits ``lattice``, none of ``taken``;
+        with every row's mismatch, score and pixel size. ``ladder_scores`` (per-rung scores, the rungs used and
+        the plausible window) when the pixel size is unknown."""
         from model.lattice import lattice_metric
 
+        n, scale_known = len(self.index), ladder_scores is None
         mis, implied = fitting_lattices(lattice_metric(lattice.vectors), self.index.lattice_table(),
-                                        pixel_size is not None, lattice_tol, pixel_prior)
+                                        scale_known, lattice_tol, pixel_prior)
         fits = mask & (mis <= lattice_tol)
-        fits[order] = False  # already in
+        fits[taken] = False  # already in
         fit_scores, fit_px = scores, best_px
-        if pixel_size is None:
+        if not scale_known:
+            per_rung, rungs, lo, hi = ladder_scores
+            ladder = np.asarray(UNKNOWN_PIXEL_LADDER)
             used = np.flatnonzero(rungs)
             rung = used[np.abs(np.log(np.clip(implied, 1e-6, None))[:, None] - np.log(ladder[used])[None]).argmin(1)]
             fits &= (implied >= lo) & (implied <= hi)
@@ -541,15 +566,11 @@ class Retriever:
         # lattice within the tolerance (86 for bcc Fe [111]), and the embedding alone ranks an unseen
         # material low. Without one, every square (or hexagonal) lattice fits exactly: no ranking. (Nor by
         # nearness to an estimated scale, known to ~20 %: tried, it let BeS in to beat the Si [110] example.)
-        n_close = lattice_k // 2 if pixel_size is not None else 0
+        n_close = lattice_k // 2 if scale_known else 0
         by_score = top_k(np.where(fits, fit_scores, -np.inf), lattice_k - n_close)
         fits[by_score] = False
         extra = by_score + top_k(np.where(fits, -mis, -np.inf), n_close)
-        for c, i in zip(out, order):  # the embedding's own picks carry their lattice fit too
-            c.lattice_mismatch = float(mis[i])
-        return out + [self.index._candidate(len(out) + r, i, float(fit_scores[i]),
-                                            None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]))
-                      for r, i in enumerate(extra, 1)]
+        return [int(i) for i in extra], mis, fit_scores, fit_px
 
 
 def main(argv=None):

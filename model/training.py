@@ -168,10 +168,29 @@ class DenoiserModule(pl.LightningModule):
     def __init__(self, encoder: str = "resnet18d", out_indices: tuple[int, ...] = (0, 1, 2, 3),
                  decoder_channels: tuple[int, ...] = (128, 64, 48, 32), stem_channels: int = 16,
                  lr: float = 2e-3, weight_decay: float = 1e-4, heatmap_weight: float = 1.0, crop: int | None = None,
-                 pixel_size_range: tuple[float, float] = (0.05, 0.2), export_path: str | None = None):
+                 pixel_size_range: tuple[float, float] = (0.05, 0.2), export_path: str | None = None,
+                 init_from: str | None = None, init_sha256: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = UNet(UNetConfig(encoder, tuple(out_indices), tuple(decoder_channels), stem_channels, 1))
+        if init_from:
+            self._init_from(init_from, init_sha256)
+
+    def _init_from(self, path: str, sha256: str | None):
+        """Start from an exported denoiser's weights (a fine-tune). The digest pins which file: the
+        exported file is usually the one this run will overwrite, and a fine-tune of a fine-tune is
+        another recipe."""
+        from model.denoiser import CheckpointError, Denoiser
+
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else None
+        if sha256 and digest and digest != sha256:
+            raise CheckpointError(f"init_from {path} has sha256 {digest[:16]}…, the config wants {sha256[:16]}…")
+        parent = Denoiser.from_checkpoint(path).model
+        if parent.config.to_dict() != self.net.config.to_dict():
+            raise CheckpointError(f"init_from {path}: architecture {parent.config.to_dict()} is not this "
+                                  f"model's {self.net.config.to_dict()}")
+        self.net.load_state_dict(parent.state_dict())
+        self.init_record = {"path": str(path), "sha256": digest}
 
     def forward(self, x):
         return self.net(x)
@@ -296,6 +315,7 @@ class ExportBest(pl.Callback):
                 "dataset_fingerprint": dataset_fingerprint(getattr(dm, "path", None)), "best_checkpoint": best,
                 "epochs": trainer.current_epoch,  # completed: the counter has moved past the last one
                 "val_metrics_last_epoch": metrics, "dataset": getattr(dm, "path", None),
-                "data_config": getattr(dm, "data_config", None)}
+                "data_config": getattr(dm, "data_config", None),
+                "init_from": getattr(module, "init_record", None)}
         module.export(path, meta)
         Path(path).with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -89,6 +89,7 @@ def test_interrupted_build_resumes_from_finished_shards(tmp_path):
     ({"simulation": {"method": "prism-ish"}}, "method"),
     ({"microscope": {"haadf": [70, 200]}, "simulation": {"sampling": 0.1}}, "exceeds"),
     ({"image_size": 16}, "image_size"),
+    ({"monolayer_fraction": 1.5}, "monolayer_fraction"),
 ])
 def test_bad_configs_fail_with_one_clear_line(tmp_path, patch, message):
     cfg = write_config(tmp_path, **patch)
@@ -117,3 +118,16 @@ def test_several_microscopes_randomise_detector_settings(tmp_path):
     assert energies == {200000, 300000}
     with pytest.raises(ConfigError, match=r"microscopes\[0\]"):
         load_config(write_config(tmp_path, microscopes=[{"energy": -1}]))
+
+
+def test_the_monolayer_fraction_sets_the_share_of_monolayer_samples(tmp_path):
+    from data.build import candidates, make_record
+    from data.simulate import Simulator
+
+    for fraction, kinds in ((1.0, {"monolayer"}), (0.0, {"bulk"})):
+        cfg = load_config(write_config(tmp_path, monolayer_fraction=fraction))
+        pairs = candidates(cfg, "val")
+        sims = [Simulator(m, cfg.simulation, cfg.cache_dir) for m in cfg.instruments]
+        assert {make_record(cfg, "val", i, pairs, sims)["kind"] for i in range(3)} == kinds
+    # unset, a sample draws uniformly over the split's pairs, as every earlier dataset did
+    assert load_config(write_config(tmp_path)).monolayer_fraction is None

@@ -19,7 +19,7 @@ from data.scan import ScanGeometry, column_labels, heatmap, render
 from data.simulate import Microscope, RepeatImage, SimulationConfig, Simulator
 from data.zone_axes import describe
 from model.columns import extract_columns
-from model.lattice import align_template, fft_lattice, fit_lattice
+from model.lattice import align_template, fft_lattice, fit_lattice, image_lattices, translation_support
 from model.reconstruct import reconstruct
 from model.verify import verify
 
@@ -115,6 +115,37 @@ def test_fit_lattice_survives_outliers_rejected_in_its_last_pass():
     lat = fit_lattice(xy)
     np.testing.assert_allclose(lat.lengths, 2.0, rtol=5e-3)
     assert lat.n_used < lat.n_columns
+
+
+def test_the_raw_image_period_stands_in_when_the_columns_give_no_lattice_and_the_denoiser_redrew_one():
+    # Si [210] as the pipeline saw it: a third of the detections false, too few true ones for a column
+    # lattice, and a denoised image at another period than the raw one
+    rng = np.random.default_rng(0)
+    B = np.array([[1.21, 0.0], [0.3, 1.45]])
+    ij = np.array([(i, j) for i in range(-20, 21) for j in range(-20, 21)])
+    true = ij @ B
+    true = true[(np.abs(true) < 14).all(1)]
+    kept = true[rng.random(len(true)) < 0.6]
+    xy = np.vstack([kept + rng.normal(0, 0.04, kept.shape), rng.uniform(-14, 14, (len(kept) // 2, 2))]) + 14
+    with pytest.raises(ValueError):
+        fit_lattice(xy)
+    n, px = 280, 0.1
+    yy, xx = np.mgrid[:n, :n] * px
+
+    def pattern(basis):
+        return sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.25 ** 2)) for x, y in ij @ basis
+                   if -1 < x < 29 and -1 < y < 29)
+
+    raw, redrawn = pattern(B) + rng.normal(0, 0.5, (n, n)), pattern(1.25 * B)
+    first, alt = image_lattices(xy, redrawn, px, raw)
+    assert (first.source, alt.source) == ("fft", "fft_raw")
+    np.testing.assert_allclose(first.lengths, 1.25 * alt.lengths, rtol=0.01)
+    np.testing.assert_allclose(sorted(alt.lengths), sorted(np.linalg.norm(B, axis=1)), rtol=0.005)
+    assert translation_support(xy, B).min() > 3
+    noise = rng.uniform(0, 28, xy.shape)  # detections on a noise image repeat along no vector
+    assert translation_support(noise, B).max() < 1.5
+    assert [lat.source for lat in image_lattices(noise, redrawn, px, raw)] == ["fft"]
+    assert len(image_lattices(xy, redrawn, px)) == 1  # no raw image, no second lattice
 
 
 def test_srtio3_001_reconstructs_cubic_with_the_expanded_a(srtio3_scene, srtio3_rec):

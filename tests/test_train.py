@@ -134,3 +134,25 @@ def test_install_copies_only_what_the_run_made(tmp_path):
     assert install(run_dir, target) == ["template_index.npz"]
     assert (target / "template_index.npz").read_bytes() == b"new" and (target / "denoiser.pt").read_bytes() == b"old"
     assert not list(target.glob(".*.tmp"))
+
+
+def test_a_fine_tune_starts_from_the_pinned_checkpoint_or_stops(tmp_path):
+    import hashlib
+
+    from model.denoiser import CheckpointError, Denoiser
+    from model.training import DenoiserModule
+
+    shipped = ROOT / "checkpoints" / "denoiser.pt"
+    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    arch = Denoiser.from_checkpoint(shipped).model.config.to_dict()
+    kw = {k: arch[k] for k in ("encoder", "out_indices", "decoder_channels", "stem_channels")}
+    module = DenoiserModule(**kw, init_from=str(shipped), init_sha256=digest)
+    parent = Denoiser.from_checkpoint(shipped).model.state_dict()
+    assert all(torch.equal(v, parent[k]) for k, v in module.net.state_dict().items())
+    assert module.init_record == {"path": str(shipped), "sha256": digest}
+    with pytest.raises(CheckpointError, match="sha256"):
+        DenoiserModule(**kw, init_from=str(shipped), init_sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="architecture"):
+        DenoiserModule(**{**kw, "stem_channels": kw["stem_channels"] * 2}, init_from=str(shipped))
+    with pytest.raises(CheckpointError, match="not found"):
+        DenoiserModule(**kw, init_from=str(tmp_path / "none.pt"))
