@@ -1,6 +1,7 @@
 """Denoiser benchmark on test-split materials (never trained on), per dose bin.
 
     python bench/denoiser.py [--checkpoint checkpoints/denoiser.pt] [--per-bin 24] [--size 256]
+    python bench/denoiser.py --pair A.json B.json [--out PAIRED.json]
 
 Images come from the data engine (convolution path, random rotation, offset, pixel size 0.06-0.15
 Å, source size, jitter, drift, gain, offset, read noise and background; the dose is set per bin).
@@ -9,6 +10,10 @@ non-local means, BM3D when installed), column detection P/R/F1 (0.5 Å match rad
 localisation RMSE next to a Cramér-Rao estimate (pooled, and over the images whose own estimate is at
 most 2.5 pm: monolayers and light crystals at 1e4 e/Å² are not), each image's own F1, RMSE and estimate
 (``images``), and inference time on a 1024² image. Writes bench/results/denoiser.json.
+
+``--pair`` sets two such results side by side, bin by bin, and refuses when a bin's images differ: each
+bin draws its images from one random stream, so a change to how the data engine draws one image
+changes every later image of that bin, and two runs are comparable only on the same images.
 """
 from __future__ import annotations
 
@@ -64,14 +69,50 @@ def crb_pm(fraction: np.ndarray, cols_px: np.ndarray, dose: float, pixel_size: f
     return float(100 * sigma_psf / np.sqrt(n)) if n > 0 else float("nan")
 
 
+def image_keys(result: dict, bin_: str) -> list[tuple]:
+    return [(r["template_id"], r["zone_axis"], r["pixel_size"]) for r in result["bins"][bin_].get("images", [])]
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Per dose bin, ``b`` minus ``a`` on our PSNR, SSIM, F1 and RMSE (pooled and over the resolvable
+    images). ValueError when a bin either lacks its per-image rows or holds other images in ``b``."""
+    out = {"a": a.get("checkpoint"), "b": b.get("checkpoint"), "bins": {}}
+    for bin_ in a["bins"]:
+        ka, kb = image_keys(a, bin_), image_keys(b, bin_) if bin_ in b["bins"] else None
+        if not ka or ka != kb:
+            raise ValueError(f"bin {bin_}: the two runs scored different images (or one has no per-image rows); "
+                             "run both with the same code, --per-bin, --size and --seed")
+        ra, rb = a["bins"][bin_], b["bins"][bin_]
+        row = {"images": len(ka)}
+        for key, part, metric in (("psnr", "ours", "psnr"), ("ssim", "ours", "ssim"),
+                                  ("f1", "detection_ours", "f1"), ("rmse_pm", "detection_ours", "rmse_pm"),
+                                  ("f1_resolvable", "detection_ours_resolvable", "f1"),
+                                  ("rmse_pm_resolvable", "detection_ours_resolvable", "rmse_pm")):
+            va, vb = ra[part][metric], rb[part][metric]
+            row[key] = {"a": va, "b": vb, "b_minus_a": None if va is None or vb is None else round(vb - va, 4)}
+        out["bins"][bin_] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/denoiser.pt")
     ap.add_argument("--per-bin", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=123)
-    ap.add_argument("--out", default="bench/results/denoiser.json")
+    ap.add_argument("--out", help="default bench/results/denoiser.json; with --pair, where to write it too")
+    ap.add_argument("--pair", nargs=2, metavar=("A", "B"), help="compare two results of this script instead")
     args = ap.parse_args()
+    if args.pair:
+        try:
+            result = paired(*(json.loads(Path(f).read_text()) for f in args.pair))
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"--pair: {e}")
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     warnings.filterwarnings("ignore")
     den = Denoiser.from_checkpoint(args.checkpoint)
     pairs = zone_axis_pairs("test")
@@ -124,8 +165,9 @@ def main() -> None:
     den(img, 0.1)
     results["seconds_1024px"] = round(time.perf_counter() - t, 2)
     print("1024² inference:", results["seconds_1024px"], "s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    out = Path(args.out or "bench/results/denoiser.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,23 @@ def test_columns_cut_by_the_border_are_dropped_so_the_lattice_keeps_its_scale():
     assert len(xy) > 100 and d.max() < 0.01
     fit, *_ = np.linalg.lstsq(np.c_[truth[i], np.ones(len(xy))], xy, rcond=None)
     assert abs(fit[0, 0] - 1) < 2e-4 and abs(fit[1, 1] - 1) < 2e-4
+
+
+def test_the_benchmark_pairs_two_runs_only_on_the_same_images():
+    import copy
+    import json
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    paired = runpy.run_path(str(root / "bench" / "denoiser.py"))["paired"]
+    a = json.loads((root / "bench/results/denoiser.json").read_text())
+    b = copy.deepcopy(a)
+    b["bins"]["1e+05"]["ours"]["psnr"] -= 0.26
+    p = paired(a, b)["bins"]
+    assert p["1e+05"]["images"] == len(a["bins"]["1e+05"]["images"]) > 0
+    assert p["1e+05"]["psnr"]["b_minus_a"] == pytest.approx(-0.26) and p["1e+04"]["psnr"]["b_minus_a"] == 0
+    # as a run before the monolayers' cross-sections did: other 1e5 images from the fifth on
+    b["bins"]["1e+05"]["images"][4]["template_id"] += " (another draw)"
+    with pytest.raises(ValueError, match="1e\\+05"):
+        paired(a, b)
