@@ -529,15 +529,15 @@ class Retriever:
         if not lattices or lattice_k <= 0:
             return out
         taken = list(order)
-        for n, lat in enumerate(lattices):
+        for which, lat in enumerate(lattices):
             extra, mis, fit_scores, fit_px = self._lattice_fits(
                 lat, mask, scores, best_px, taken, lattice_k, lattice_tol, pixel_prior,
                 None if per_rung is None else (per_rung, rungs, lo, hi))
-            if n == 0:  # the embedding's own picks carry their fit to the first lattice too
+            if which == 0:  # the embedding's own picks carry their fit to the first lattice too
                 for c, i in zip(out, order):
                     c.lattice_mismatch = float(mis[i])
             out += [self.index._candidate(len(out) + r, i, float(fit_scores[i]),
-                                          None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]), n)
+                                          None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]), which)
                     for r, i in enumerate(extra, 1)]
             taken += extra
         return out
