@@ -52,9 +52,12 @@ detector reading of the whole beam and of none as --beam-counts / --dark-counts,
 ``all-columns`` (``full`` with the intensity term over every column of a candidate, faint ones too:
 ``Options.column_min_weight`` 0), ``tolerance-3`` (the intensity term's tolerance at 3 % instead of 7 %),
 ``point-source`` (``full`` with the loop rendering a point source, no source blur fitted: ``--point-source``, the
-default until 2026-11-27) and ``not-in-library`` (``full`` with the truth's own entry excluded from the
+default until 2026-11-27), ``not-in-library`` (``full`` with the truth's own entry excluded from the
 candidates: a material the library lacks, which success cannot count; the report gives how many such crystals
-are accepted as another material, and how many of those keep the truth's prototype and zone axis).
+are accepted as another material, and how many of those keep the truth's prototype and zone axis),
+``saturation`` (``full`` with the loop's HAADF signal levelling off with thickness, ``Options.saturation``,
+bench/channelling.py) and ``saturation-thickness`` (``saturation`` with each candidate verified at its best of
+20-320 Å, ``Options.thicknesses``).
 
 A monolayer sample is one layer whatever thickness it draws (``data.simulate.is_slab``); until 2026-11-27 it
 was that many layers stacked 20 Å apart, and the monolayer tier was simulated again with one.
@@ -83,6 +86,7 @@ TIERS = {"tier1": (3e4, 1e5), "tier2": (5e3, 3e4), "tier3": (1e3, 5e3), "monolay
          "negative": (1e3, 1e5)}
 DOSE_BINS = 4  # quantile bins per tier in the success-vs-dose plot
 DOSE_BANDS = (1e3, 5e3, 2e4, 1e5)  # success by dose across tiers: the tiers' own ranges overlap
+THICKNESS_LADDER = (20.0, 40.0, 80.0, 160.0, 320.0)  # Å, the ``saturation-thickness`` variant's
 # Options overrides per variant; "pixel", "elements", "specimen", "absolute", "exclude_truth" and "seed" are
 # handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel": False, "column_sigma": COLUMN_SIGMA},
@@ -93,9 +97,10 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel"
             "specimen": {"specimen": True}, "elements-specimen": {"elements": True, "specimen": True},
             "absolute": {"absolute": True}, "all-columns": {"column_min_weight": 0.0},
             "tolerance-3": {"intensity_tolerance": 0.03}, "point-source": {"fit_blur": False},
-            "not-in-library": {"exclude_truth": True}}
+            "not-in-library": {"exclude_truth": True}, "saturation": {"saturation": True},
+            "saturation-thickness": {"saturation": True, "thicknesses": THICKNESS_LADDER}}
 OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
-               "column_min_weight", "column_sigma", "intensity_tolerance", "fit_blur")
+               "column_min_weight", "column_sigma", "intensity_tolerance", "fit_blur", "saturation", "thicknesses")
 
 
 def tier_pools(split: str = "test") -> dict[str, list]:
@@ -351,6 +356,7 @@ def run(args) -> None:
                    "truth": key[0] or None, "truth_zone_axis": key[1] if key[0] else None,
                    "intensity_tolerance": (res.report.get("options") or {}).get("intensity_tolerance"),
                    "fit_blur": (res.report.get("options") or {}).get("fit_blur"),
+                   "saturation": (res.report.get("options") or {}).get("saturation"),
                    "template": (res.report.get("template") or {}).get("id"),
                    "truth_rank": rank, "offered": rank is not None, "score": res.report.get("score"),
                    "success": False, "rmsd": None,

@@ -37,6 +37,20 @@ SIGNALS = ("haadf", "abf", "idpc")
 # the summed potential cannot serve both, the per-atom object can.
 CONVOLUTION_FIT = {"summed": {"exponent": 2.6, "blur": 0.0, "scale": 7.4e-9},
                    "atoms": {"exponent": 2.8, "blur": 0.05, "scale": 2.96e-10}}
+# The convolution image is linear in thickness; multislice HAADF is not: the signal of a heavy column
+# levels off at about a third of the beam as the specimen thickens, while light and medium columns stay
+# nearly linear. ``SimulationConfig.convolution_saturation`` reads each probe position's linear detector
+# fraction I through ``saturate`` (level s, sharpness q), with the object's scale times ``scale_factor``
+# (the per-atom object's scale was fitted linear, at 40 Å). Fitted against multislice thickness series
+# (20-160 Å) of training-split crystals by bench/channelling.py (bench/results/channelling.json).
+SATURATION_FIT = {"saturation": 0.3344, "sharpness": 1.5, "scale_factor": 1.1391}
+
+
+def saturate(fraction: np.ndarray, level: float, sharpness: float = 1.0) -> np.ndarray:
+    """I / (1 + (I/level)^q)^(1/q), q = ``sharpness``: linear while I is well below ``level``, never above
+    it, and the larger q the more abruptly it levels off."""
+    f = np.clip(np.asarray(fraction, dtype=np.float64), 0, None)
+    return f / (1 + (f / level) ** sharpness) ** (1 / sharpness)
 
 
 def wavelength(energy: float) -> float:
@@ -99,6 +113,10 @@ class SimulationConfig:
     # 20 monolayers' columns were off multislice by a median 8.4 %, against 3.0 %; bench/validate_convolution.py
     # --slab-object, bench/results/convolution_validation_monolayers*.json)
     slab_object: str = "cross_section"
+    # The detector fraction at which a probe position's convolution HAADF signal saturates (``saturate``,
+    # SATURATION_FIT); None: linear in thickness, as the data engine and the shipped checkpoints have it.
+    # Applied after the cached repeat is scaled to its thickness, so it is not part of the cache key.
+    convolution_saturation: float | None = None
     seed: int = 0
     # How multislice places atoms in its potential: "exact" (``data.projection``: exact sub-pixel
     # positions) or "abtem" (abTEM's bilinear placement, which made a column's HAADF intensity depend
@@ -128,10 +146,14 @@ class SimulationConfig:
             raise ValueError(f"slab_object must be 'cross_section' or 'potential', got {self.slab_object!r}")
         if self.convolution_object not in CONVOLUTION_FIT:
             raise ValueError(f"convolution_object must be one of {sorted(CONVOLUTION_FIT)}, got {self.convolution_object!r}")
+        if self.convolution_saturation is not None and not self.convolution_saturation > 0:
+            raise ValueError(f"convolution_saturation must be positive or None, got {self.convolution_saturation}")
         fit = CONVOLUTION_FIT[self.convolution_object]
         for name in ("exponent", "blur", "scale"):
             if getattr(self, f"convolution_{name}") is None:
                 setattr(self, f"convolution_{name}", fit[name])
+                if name == "scale" and self.convolution_saturation is not None:
+                    self.convolution_scale *= SATURATION_FIT["scale_factor"]
         self.signals = tuple(self.signals)
 
     def cache_fields(self) -> dict:
@@ -140,7 +162,7 @@ class SimulationConfig:
         existed: caches made before it stay valid. The same for ``projection``: "abtem" keys as before it
         existed, and the convolution path, which it does not change, leaves it out."""
         d = asdict(self)
-        del d["device"]
+        del d["device"], d["convolution_saturation"]
         if self.method == "convolution" or self.projection == "abtem":
             del d["projection"]
         if self.method == "multislice":
@@ -252,9 +274,13 @@ class Simulator:
         # the convolution image is linear in thickness: one cached repeat serves every thickness
         n_sim = nz if cfg.method == "multislice" else 1
         out = self._cached(atoms, columns, n_sim, meta)
-        if n_sim != nz:
-            out = RepeatImage({k: v * (nz / n_sim) for k, v in out.signals.items()}, out.cell, nz * Lz, out.columns,
-                              out.method, out.meta | {"repeats_along_beam": nz})
+        level = cfg.convolution_saturation if cfg.method == "convolution" else None
+        if n_sim != nz or level is not None:
+            scaled = {k: v * (nz / n_sim) for k, v in out.signals.items()}
+            if level is not None:
+                scaled = {k: saturate(v, level, SATURATION_FIT["sharpness"]) for k, v in scaled.items()}
+            out = RepeatImage(scaled, out.cell, nz * Lz, out.columns, out.method,
+                              out.meta | {"repeats_along_beam": nz} | ({"saturation": level} if level else {}))
         return out
 
     def thickness_series(self, structure, zone_axis, thicknesses) -> list[RepeatImage]:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from data.scan import ScanGeometry, column_labels, render
-from data.simulate import RepeatImage, SimulationConfig, Simulator
+from data.simulate import SATURATION_FIT, RepeatImage, SimulationConfig, Simulator
 from model.lattice import MIN_VISIBLE_WEIGHT
 from model.reconstruct import Reconstruction
 
@@ -122,11 +122,15 @@ def specimen_fit(verification: "Verification", kind: str, observed: np.ndarray, 
     return SpecimenFit(g, sig, t, None, float(np.exp(-0.5 * (r / ABSOLUTE_SIGMA) ** 2)))
 
 
-def loop_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
+def loop_simulator(cache_dir: str | None = ".cache/repeats", saturation: bool = False) -> Simulator:
     """What the loop simulates candidates with: the convolution path with the per-atom object, whose
     column intensities follow multislice where the summed one cannot (monolayers' two-atom columns,
-    bench/validate_convolution.py)."""
-    return Simulator(config=SimulationConfig(convolution_object="atoms"), cache_dir=cache_dir)
+    bench/validate_convolution.py), and whose HAADF signal may level off with thickness as multislice's does
+    (``data.simulate.SATURATION_FIT``, bench/channelling.py) when ``saturation`` (``Options.saturation``);
+    linear in thickness otherwise."""
+    level = SATURATION_FIT["saturation"] if saturation else None
+    return Simulator(config=SimulationConfig(convolution_object="atoms", convolution_saturation=level),
+                     cache_dir=cache_dir)
 
 
 def multislice_simulator(cache_dir: str | None = ".cache/repeats") -> Simulator:
@@ -227,11 +231,13 @@ def column_error(observed: np.ndarray, simulated: np.ndarray, labels, scale: str
 
 
 def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float, simulator: Simulator,
-           thickness: float | None = None, signal: str = "haadf", rigid: bool = False,
+           thickness: float | tuple[float, ...] | None = None, signal: str = "haadf", rigid: bool = False,
            min_visible_weight: float | None = None, border: float = 2.0,
            column_sigma: float = COLUMN_SIGMA, fit_blur: bool = False) -> Verification:
     """Score ``reconstruction`` against ``denoised`` (pixel size in Å/px: the one the alignment's
     Å coordinates were made with, i.e. ``reconstruction.pixel_size`` when it was estimated).
+    ``thickness`` (Å) may be several: the candidate is scored at each and keeps its best, which tells
+    something only where the simulation's contrast changes with thickness (``loop_simulator``'s saturation).
 
     Standardising both images makes the NCC blind to the detector's gain and offset; the column
     score fits those two once over the whole field and then asks whether the simulated column
@@ -240,9 +246,15 @@ def verify(reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: flo
     ``column_sigma`` the intensity term's tolerance; ``fit_blur`` renders the simulation through the
     Gaussian source blur that fits the image best (``fitted_source_sigma``) instead of a point source.
     """
-    repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, thickness)
-    return verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight, border,
-                         column_sigma=column_sigma, source_sigma="fit" if fit_blur else 0.0)
+    tried, seen = [], set()
+    for t in (thickness if isinstance(thickness, (tuple, list)) else (thickness,)):
+        repeat = simulator.simulate(reconstruction.structure, reconstruction.uvw, t)
+        if repeat.thickness in seen:  # a monolayer is one layer at every thickness asked
+            continue
+        seen.add(repeat.thickness)
+        tried.append(verify_repeat(repeat, reconstruction, denoised, pixel_size, signal, rigid, min_visible_weight,
+                                   border, column_sigma=column_sigma, source_sigma="fit" if fit_blur else 0.0))
+    return max(tried, key=lambda v: v.score)
 
 
 def verify_repeat(repeat: RepeatImage, reconstruction: Reconstruction, denoised: np.ndarray, pixel_size: float,

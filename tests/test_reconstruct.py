@@ -466,3 +466,16 @@ def test_the_intensity_term_can_ask_a_candidate_about_its_faint_columns_too(sim)
     assert wrong.intensity_score > 0.9  # where it expects columns, its Rb columns fit
     assert right_all.intensity_score > 0.9 and wrong_all.intensity_score < 0.2
     assert right_all.score > wrong_all.score + 0.3 and right.score > wrong.score  # the NCC alone ranks it below
+
+
+def test_a_saturating_loop_verifies_each_candidate_at_its_best_thickness(srtio3, srtio3_scene, srtio3_rec):
+    """An image whose Sr columns have levelled off (the saturating path at 160 Å): verified at a ladder of
+    thicknesses (``Options.thicknesses``), the candidate keeps 160 Å, where its column ratios fit, over 20 Å."""
+    from data.simulate import SATURATION_FIT
+
+    sat = Simulator(Microscope(), SimulationConfig(method="convolution", convolution_saturation=SATURATION_FIT["saturation"]))
+    image = render(sat.simulate(scaled(srtio3.structure, 1.02), (0, 0, 1), 160.0), srtio3_scene.geometry)
+    best = verify(srtio3_rec, image, PIXEL, sat, thickness=(20.0, 40.0, 80.0, 160.0, 320.0))
+    thin = verify(srtio3_rec, image, PIXEL, sat, thickness=20.0)
+    assert best.thickness == pytest.approx(160.0, abs=4.0)
+    assert best.intensity_score > 0.95 > thin.intensity_score and best.score > thin.score
