@@ -110,6 +110,8 @@ def main() -> None:
                     "(Options.intensity_tolerance; default: model.verify.COLUMN_SIGMA)")
     ap.add_argument("--point-source", action="store_true",
                     help="verify against a point source, no blur fitted (Options.fit_blur False)")
+    ap.add_argument("--saturation", action="store_true",
+                    help="the loop's HAADF signal levels off with thickness (Options.saturation; off by default)")
     ap.add_argument("--data", type=Path, help="calibrate on a set written by bench/pipeline.py build (e.g. --split val, "
                     "multislice) instead of images drawn through the loop's own convolution path; --crystals, "
                     "--negatives, --size and --seed are then the set's")
@@ -120,7 +122,7 @@ def main() -> None:
     # read before anything is written: the threshold infer.py uses now
     shipped = Calibration.load(CALIBRATION_FILE).threshold if Path(CALIBRATION_FILE).is_file() else None
     pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, intensity_tolerance=args.intensity_tolerance,
-                                 fit_blur=not args.point_source))
+                                 fit_blur=not args.point_source, saturation=args.saturation))
     pipe.calibration = Calibration(threshold=-1.0)  # accept everything: we want the raw best scores
     matcher = StructureMatcher()
     rows, t0 = [], time.time()
@@ -152,7 +154,7 @@ def main() -> None:
                                                  and r["score"] >= threshold] or [0.0])),
         "n_crystals": len(pos), "n_negatives": len(neg), "max_false_accept": args.max_false_accept,
         "lattice_k": args.lattice_k, "intensity_tolerance": rows[0]["intensity_tolerance"],
-        "fit_blur": not args.point_source,
+        "fit_blur": not args.point_source, "saturation": args.saturation,
         "shipped_threshold": shipped,
         "false_accept_at_shipped": None if shipped is None else float(np.mean(neg >= shipped)),
         "true_pass_at_shipped": None if shipped is None else float(np.mean(pos >= shipped)),
