@@ -371,7 +371,7 @@ def test_a_saturating_convolution_path_dims_heavy_columns_as_the_specimen_thicke
     assert r_sat[0] > 0.8 * r_lin[0] and r_sat[2] < 0.5 * r_lin[2]  # measured 0.88 at 4 Å
     rep = sat.simulate(srtio3, (1, 0, 0), 160.0)
     linear = lin.simulate(srtio3, (1, 0, 0), 160.0).signals["haadf"] * SATURATION_FIT["scale_factor"]
-    np.testing.assert_allclose(rep.signals["haadf"], saturate(linear, 0.05), rtol=1e-6)
+    np.testing.assert_allclose(rep.signals["haadf"], saturate(linear, 0.05, SATURATION_FIT["sharpness"]), rtol=1e-6)
     assert rep.signals["haadf"].max() < 0.05 and rep.meta["saturation"] == 0.05
     with pytest.raises(ValueError, match="convolution_saturation"):
         SimulationConfig(convolution_saturation=0.0)
