@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--point-source", action="store_true",
                    help="verify candidates against a point-source simulation instead of fitting the image's source "
                         "blur (the shipped refusal threshold was calibrated with the blur fitted)")
+    p.add_argument("--saturation", action="store_true",
+                   help="let the verification's HAADF signal level off with thickness as multislice's does (closer on "
+                        "heavy columns, worse on SrTiO3's; the shipped refusal threshold was calibrated without it)")
     p.add_argument("--potential", choices=["auto", "mattersim", "chgnet", "none"], default="auto")
     p.add_argument("--mattersim-checkpoint", help="MatterSim weights (or $STEM2STRUCT_MATTERSIM_CHECKPOINT)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
                       multislice_k=args.multislice_k, multislice_thicknesses=thicknesses,
                       beam_counts=args.beam_counts, dark_counts=args.dark_counts, column_sigma=args.column_sigma,
-                      fit_blur=not args.point_source)
+                      fit_blur=not args.point_source, saturation=args.saturation)
     say("loading models")
     try:
         pipe = Pipeline.load(options, args.denoiser, args.retrieval, args.index)

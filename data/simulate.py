@@ -38,8 +38,8 @@ SIGNALS = ("haadf", "abf", "idpc")
 CONVOLUTION_FIT = {"summed": {"exponent": 2.6, "blur": 0.0, "scale": 7.4e-9},
                    "atoms": {"exponent": 2.8, "blur": 0.05, "scale": 2.96e-10}}
 # The convolution image is linear in thickness; multislice HAADF is not: the signal of a heavy column
-# levels off at about a third of the beam as the specimen thickens, while light and medium columns stay
-# nearly linear. ``SimulationConfig.convolution_saturation`` reads each probe position's linear detector
+# levels off as the specimen thickens (the fitted level is 0.33 of the beam), while light and medium
+# columns stay nearly linear. ``SimulationConfig.convolution_saturation`` reads each probe position's linear detector
 # fraction I through ``saturate`` (level s, sharpness q), with the object's scale times ``scale_factor``
 # (the per-atom object's scale was fitted linear, at 40 Å). Fitted against multislice thickness series
 # (20-160 Å) of training-split crystals by bench/channelling.py (bench/results/channelling.json).

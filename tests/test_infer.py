@@ -79,6 +79,7 @@ def test_command_line_defaults_are_the_pipelines():
     assert json.loads(CALIBRATION_FILE.read_text())["fit_blur"] == Options.fit_blur
     # calibrated before the loop could saturate (bench/calibrate.py --saturation records it)
     assert json.loads(CALIBRATION_FILE.read_text()).get("saturation", False) == Options.saturation
+    assert not args.saturation and infer.parse_args(["image.png", "--saturation"]).saturation
 
 
 def test_the_refusal_threshold_accepts_at_most_the_allowed_share_of_negatives():
