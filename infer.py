@@ -3,7 +3,7 @@
     python infer.py IMAGE [IMAGE ...] [--pixel-size ANGSTROM] [--pixel-size-error 0.01] [--column-sigma ANGSTROM]
                     [--elements Sr,Ti,O] [--specimen bulk|monolayer] [--beam-counts COUNTS [--dark-counts COUNTS]]
                     [--out DIR]
-                    [--top-k K] [--lattice-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
+                    [--top-k K] [--lattice-k K] [--coarser-k K] [--potential auto|mattersim|chgnet|none] [--device cpu|cuda] [--quiet]
 
 For each image, DIR/<image stem>/ gets reconstructed.cif, relaxed.cif, report.json and overlay.png.
 Exit codes: 0 success; 2 bad input or options; 3 no confident structure (only report.json, with
@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--lattice-k", type=int, default=40,
                    help="more candidates: templates whose lattice fits the image's, half of them the best-embedded, "
                         "half the closest in lattice (0: none)")
+    p.add_argument("--coarser-k", type=int, default=4,
+                   help="and up to this many whose lattice is closest to one of the image's lattice's index-2 "
+                        "lattices (a pseudo-translation can halve the cell the columns give; with a pixel size "
+                        "only; 0: none)")
     p.add_argument("--multislice-k", type=int, default=0,
                    help="re-verify up to this many close candidates by full multislice (10 s to minutes each on 2 cores; default 0: off)")
     p.add_argument("--multislice-thicknesses", metavar="T1,T2,...",
@@ -127,6 +131,8 @@ def main(argv=None) -> int:
             raise InputError("--multislice-thicknesses needs --multislice-k 2 or more (the re-check it sets up)")
         if args.lattice_k < 0:
             raise InputError(f"--lattice-k must be 0 or more, got {args.lattice_k}")
+        if args.coarser_k < 0:
+            raise InputError(f"--coarser-k must be 0 or more, got {args.coarser_k}")
         if not 0 < args.pixel_size_error < 1:
             raise InputError(f"--pixel-size-error must be a fraction between 0 and 1, got {args.pixel_size_error}")
         if args.column_sigma is not None and not (0 < args.column_sigma <= 2):
@@ -150,7 +156,8 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             return fail(2, "--device cuda: no CUDA device is available")
-    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, elements=elements, specimen=args.specimen,
+    options = Options(top_k=args.top_k, lattice_k=args.lattice_k, coarser_k=args.coarser_k, elements=elements,
+                      specimen=args.specimen,
                       pixel_size_error=args.pixel_size_error, potential=args.potential,
                       potential_checkpoint=args.mattersim_checkpoint, device=args.device,
                       multislice_k=args.multislice_k, multislice_thicknesses=thicknesses,

@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--max-false-accept", type=float, default=0.01)
     ap.add_argument("--lattice-k", type=int, default=Options.lattice_k,
                     help="lattice candidates per image (default: infer.py's)")
+    ap.add_argument("--coarser-k", type=int, default=Options.coarser_k,
+                    help="candidates by the measured lattice's index-2 lattices (default: infer.py's)")
     ap.add_argument("--intensity-tolerance", type=float, help="the verification's column-intensity tolerance "
                     "(Options.intensity_tolerance; default: model.verify.COLUMN_SIGMA)")
     ap.add_argument("--point-source", action="store_true",
@@ -121,7 +123,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     # read before anything is written: the threshold infer.py uses now
     shipped = Calibration.load(CALIBRATION_FILE).threshold if Path(CALIBRATION_FILE).is_file() else None
-    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, intensity_tolerance=args.intensity_tolerance,
+    pipe = Pipeline.load(Options(potential="none", lattice_k=args.lattice_k, coarser_k=args.coarser_k,
+                                 intensity_tolerance=args.intensity_tolerance,
                                  fit_blur=not args.point_source, saturation=args.saturation))
     pipe.calibration = Calibration(threshold=-1.0)  # accept everything: we want the raw best scores
     matcher = StructureMatcher()
@@ -153,7 +156,7 @@ def main() -> None:
         "correct_rate_of_passed": float(np.mean([r["correct"] for r in rows if r["kind"] == "crystal"
                                                  and r["score"] >= threshold] or [0.0])),
         "n_crystals": len(pos), "n_negatives": len(neg), "max_false_accept": args.max_false_accept,
-        "lattice_k": args.lattice_k, "intensity_tolerance": rows[0]["intensity_tolerance"],
+        "lattice_k": args.lattice_k, "coarser_k": args.coarser_k, "intensity_tolerance": rows[0]["intensity_tolerance"],
         "fit_blur": not args.point_source, "saturation": args.saturation,
         "shipped_threshold": shipped,
         "false_accept_at_shipped": None if shipped is None else float(np.mean(neg >= shipped)),

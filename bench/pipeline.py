@@ -90,7 +90,7 @@ THICKNESS_LADDER = (20.0, 40.0, 80.0, 160.0, 320.0)  # Å, the ``saturation-thic
 # Options overrides per variant; "pixel", "elements", "specimen", "absolute", "exclude_truth" and "seed" are
 # handled by ``run``
 VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel": False, "column_sigma": COLUMN_SIGMA},
-            "top1": {"top_k": 1, "lattice_k": 0},
+            "top1": {"top_k": 1, "lattice_k": 0, "coarser_k": 0}, "no-coarser": {"coarser_k": 0},
             "elements": {"elements": True}, "no-denoiser": {"denoise": False}, "no-symmetry": {"symmetry": False},
             "seed": {"seed": True}, "multislice": {"multislice_k": 3}, "lattice10": {"lattice_k": 10},
             "multislice-thickness": {"multislice_k": 3, "multislice_thicknesses": (20.0, 40.0, 80.0, 160.0)},
@@ -99,7 +99,7 @@ VARIANTS = {"full": {}, "no-pixel": {"pixel": False}, "no-pixel-width": {"pixel"
             "tolerance-3": {"intensity_tolerance": 0.03}, "point-source": {"fit_blur": False},
             "not-in-library": {"exclude_truth": True}, "saturation": {"saturation": True},
             "saturation-thickness": {"saturation": True, "thicknesses": THICKNESS_LADDER}}
-OPTION_KEYS = ("top_k", "lattice_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
+OPTION_KEYS = ("top_k", "lattice_k", "coarser_k", "denoise", "symmetry", "multislice_k", "multislice_thicknesses",
                "column_min_weight", "column_sigma", "intensity_tolerance", "fit_blur", "saturation", "thicknesses")
 
 

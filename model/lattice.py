@@ -539,6 +539,16 @@ def detectable_lattices(structure, uvw) -> np.ndarray:
     return np.stack([_template(structure, uvw, w, described).pos for w in DETECTED_COLUMN_SETS.values()])
 
 
+def sublattices(vectors: np.ndarray, index: int = 2) -> list[np.ndarray]:
+    """Every lattice of ``index`` in the lattice ``vectors`` (2, 2) spans, one per Hermite normal form
+    (three of index 2: {2b1, b2}, {b1, 2b2}, {b1 + b2, 2b2}), Gauss-reduced. Of index 2, the crystal's own
+    lattice when the detections' lattice is finer than it by a pseudo-translation that carries most
+    columns but not all (the hexagonal layered crystals along [320], with columns 1.1 Å apart)."""
+    B = np.asarray(vectors, float)
+    return [np.array(gauss_reduce(*(np.array([[a, b], [0, index // a]]) @ B)))
+            for a in range(1, index + 1) if index % a == 0 for b in range(index // a)]
+
+
 def lattice_metric(vectors: np.ndarray) -> np.ndarray:
     """|b1|, |b2|, |cos γ| of a 2-D basis after Gauss reduction: invariant to rotation, mirror and
     the choice of reduced basis (|b1| ≤ |b2|)."""

@@ -58,6 +58,9 @@ class Options:
     # but ranks beyond the first 10 (62 % against 57 % of 77 crystals, bench/results/bench-pipeline-lattice10.md),
     # and the refusal threshold calibrated at 40 stays where it was (bench/results/calibration_lattice40.json)
     lattice_k: int = 40
+    # and then these many whose lattice is closest to one of the measured lattice's index-2 lattices
+    # (``Retriever.query``'s ``coarser_k``; with a pixel size only)
+    coarser_k: int = 4
     elements: list[str] | None = None
     # "bulk" | "monolayer" | None (either): what the user knows of the specimen. A monolayer and its bulk
     # crystal (AA-stacked 1T, 2H along [001]) project to the same columns and column-intensity ratios,
@@ -327,7 +330,7 @@ class Pipeline:
         xy = xy_px * pixel_size if known else xy_px
         lattices = image_lattices(xy, denoised, pixel_size if known else 1.0, raw)
         cands = self.retriever.query(denoised, pixel_size, o.top_k, o.elements, exclude, lattice=lattices or None,
-                                     lattice_k=o.lattice_k, kind=o.specimen,
+                                     lattice_k=o.lattice_k, kind=o.specimen, coarser_k=o.coarser_k,
                                      pixel_prior=None if known else pixel_prior)
         out = []
         for c in cands:
@@ -417,7 +420,7 @@ class Pipeline:
         den = denoiser(array, px if px is not None else denoiser.working_pixel_size(0.1))
         cols = den.columns
         lap("denoise")
-        say(f"{len(cols)} columns; retrieving and verifying {self.options.top_k} + {self.options.lattice_k} candidates")
+        say(f"{len(cols)} columns; retrieving and verifying up to {o.top_k} + {o.lattice_k} + {o.coarser_k} candidates")
         i0, j0, h, w = analysis_window(den.denoised.shape)
         window = den.denoised[i0:i0 + h, j0:j0 + w]
         wcols = cols.window(i0, j0, h, w)
@@ -453,6 +456,7 @@ class Pipeline:
                                     if estimate is not None else None),
             "analysis_window": {"row": i0, "col": j0, "height": h, "width": w},
             "options": {"top_k": self.options.top_k, "lattice_k": self.options.lattice_k,
+                        "coarser_k": self.options.coarser_k,
                         "elements": self.options.elements, "specimen": self.options.specimen,
                         "pixel_size_error": self.options.pixel_size_error,
                         "column_sigma": self.options.column_sigma, "column_sigma_spread": self.options.column_sigma_spread,

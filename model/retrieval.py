@@ -251,7 +251,8 @@ class Candidate:
     kind: str
     score: float
     pixel_size: float | None = None  # the scale at which it matched, when the query's was unknown
-    source: str = "embedding"  # "embedding" (top-k by score) | "lattice" (top by score among lattice fits)
+    # "embedding" (top-k by score) | "lattice" (among lattice fits) | "coarser_lattice" (fits an index-2 lattice)
+    source: str = "embedding"
     lattice_mismatch: float | None = None  # of the template's projected lattice vs the measured one
     lattice_index: int = 0  # which of the query's measured lattices brought it (and aligns it)
 
@@ -492,7 +493,7 @@ class Retriever:
 
     def query(self, image: np.ndarray, pixel_size: float | None, k: int = 5, elements=None, exclude=None,
               match: str = "subset", lattice=None, lattice_k: int = 0, lattice_tol: float = LATTICE_TOL,
-              kind: str | None = None, pixel_prior=None) -> list[Candidate]:
+              kind: str | None = None, pixel_prior=None, coarser_k: int = 0) -> list[Candidate]:
         """Top-k (template, zone axis) candidates for a denoised image; ``pixel_size`` None tries a ladder
         of scales and keeps each template's best: every rung, or with ``pixel_prior`` (a
         ``model.pixel_size.PixelSizeEstimate``) the rungs inside its window and the rung nearest it.
@@ -506,6 +507,9 @@ class Retriever:
         score is taken at the ladder rung nearest that scale; with ``pixel_prior`` plausible means inside
         its window, else within the ladder's reach. ``kind`` ("bulk" | "monolayer") keeps one
         kind of specimen: a monolayer and its bulk project alike along [001] (``TemplateIndex.allowed``).
+        ``coarser_k``: with a pixel size, up to that many more, the templates whose lattice lies closest to
+        one of the first measured lattice's index-2 lattices (``model.lattice.sublattices``), for a
+        detection whose lattice a pseudo-translation made finer than the crystal's.
         """
         mask = self.index.allowed(elements, exclude, match, kind)
         n = len(self.index)
@@ -526,10 +530,10 @@ class Retriever:
         out = [self.index._candidate(r, i, float(scores[i]), None if best_px is None else float(best_px[i]))
                for r, i in enumerate(order, 1)]
         lattices = [] if lattice is None else list(lattice) if isinstance(lattice, (list, tuple)) else [lattice]
-        if not lattices or lattice_k <= 0:
+        if not lattices:
             return out
         taken = list(order)
-        for which, lat in enumerate(lattices):
+        for which, lat in enumerate(lattices if lattice_k > 0 else []):
             extra, mis, fit_scores, fit_px = self._lattice_fits(
                 lat, mask, scores, best_px, taken, lattice_k, lattice_tol, pixel_prior,
                 None if per_rung is None else (per_rung, rungs, lo, hi))
@@ -540,7 +544,25 @@ class Retriever:
                                           None if fit_px is None else float(fit_px[i]), "lattice", float(mis[i]), which)
                     for r, i in enumerate(extra, 1)]
             taken += extra
+        if coarser_k > 0 and pixel_size is not None:
+            extra, mis = self._coarser_fits(lattices[0], mask, taken, coarser_k, lattice_tol)
+            out += [self.index._candidate(len(out) + r, i, float(scores[i]), None, "coarser_lattice", float(mis[i]))
+                    for r, i in enumerate(extra, 1)]
         return out
+
+    def _coarser_fits(self, lattice, mask, taken, k: int, lattice_tol: float) -> tuple[list[int], np.ndarray]:
+        """Up to ``k`` (template, zone axis) rows, none of ``taken``, whose lattice fits one of ``lattice``'s
+        index-2 lattices within ``lattice_tol``, closest first; with every row's mismatch to the nearest of them.
+        Closest, not best-embedded: the three [320] images this was made for have their truth first by
+        closeness, and as late as ninth by embedding (bench/lattice_index.py)."""
+        from model.lattice import lattice_metric, sublattices
+
+        table = self.index.lattice_table()
+        mis = np.min([fitting_lattices(lattice_metric(B), table, True)[0] for B in sublattices(lattice.vectors, 2)],
+                     axis=0)
+        fits = mask & (mis <= lattice_tol)
+        fits[taken] = False
+        return top_k(np.where(fits, -mis, -np.inf), k), mis
 
     def _lattice_fits(self, lattice, mask, scores, best_px, taken, lattice_k: int, lattice_tol: float, pixel_prior,
                       ladder_scores=None):

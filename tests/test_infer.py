@@ -65,7 +65,8 @@ def test_command_line_defaults_are_the_pipelines():
     from model.pipeline import CALIBRATION_FILE, Options
 
     args = infer.parse_args(["image.png"])
-    assert (args.top_k, args.lattice_k, args.specimen) == (Options.top_k, Options.lattice_k, Options.specimen)
+    assert (args.top_k, args.lattice_k, args.coarser_k, args.specimen) == (Options.top_k, Options.lattice_k,
+                                                                           Options.coarser_k, Options.specimen)
     assert infer.parse_args(["image.png", "--specimen", "monolayer"]).specimen == "monolayer"
     with pytest.raises(ValueError, match="specimen"):
         Options(specimen="thin film")
@@ -80,6 +81,9 @@ def test_command_line_defaults_are_the_pipelines():
     # calibrated before the loop could saturate (bench/calibrate.py --saturation records it)
     assert json.loads(CALIBRATION_FILE.read_text()).get("saturation", False) == Options.saturation
     assert not args.saturation and infer.parse_args(["image.png", "--saturation"]).saturation
+    # and with the coarser lattices' candidates the pipeline verifies by default (bench/calibrate.py --coarser-k)
+    calibration = json.loads(CALIBRATION_FILE.read_text())
+    assert (calibration["lattice_k"], calibration["coarser_k"]) == (Options.lattice_k, Options.coarser_k)
 
 
 def test_the_refusal_threshold_accepts_at_most_the_allowed_share_of_negatives():
@@ -129,7 +133,7 @@ def test_bad_images_exit_2_and_write_nothing(tmp_path, case, capsys):
 
 
 @pytest.mark.parametrize("args", [["--pixel-size", "5"], ["--pixel-size", "0.001"], ["--elements", "Sr,Xx,O"],
-                                  ["--top-k", "0"], ["--lattice-k", "-1"], ["--multislice-k", "-1"], ["--pixel-size-error", "0"],
+                                  ["--top-k", "0"], ["--lattice-k", "-1"], ["--coarser-k", "-1"], ["--multislice-k", "-1"], ["--pixel-size-error", "0"],
                                   ["--multislice-k", "3", "--multislice-thicknesses", "20,abc"],
                                   ["--multislice-k", "3", "--multislice-thicknesses", "-5"], ["--multislice-thicknesses", "40,80"],
                                   ["--pixel-size-error", "2"], ["--denoiser", "missing.pt"], ["--retrieval", "missing.pt"],

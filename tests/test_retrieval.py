@@ -214,6 +214,56 @@ def test_lattice_candidates_fit_the_measured_lattice_and_obey_the_filter(retriev
     assert all(set(by_id[c.template_id]["elements"]) <= {"Ba", "Sr", "Ti", "O"} for c in filtered)
 
 
+@pytest.mark.parametrize("index, count", [(2, 3), (3, 4), (4, 7)])  # σ(n): the sum of n's divisors
+def test_sublattices_are_every_lattice_of_the_index(index, count):
+    from model.lattice import sublattices
+
+    B = np.array([[1.13, 0.0], [0.55, 2.68]])
+    found = sublattices(B, index)
+    assert len(found) == count
+    for C in found:
+        M = C @ np.linalg.inv(B)  # each vector an integer combination of B's
+        np.testing.assert_allclose(M, np.round(M), atol=1e-9)
+        assert abs(np.linalg.det(np.round(M))) == pytest.approx(index)
+    # distinct lattices: none holds another's vectors
+    for i in range(count):
+        for j in range(i + 1, count):
+            M = found[i] @ np.linalg.inv(found[j])
+            assert not np.allclose(M, np.round(M), atol=1e-6)
+
+
+def test_a_lattice_a_pseudo_translation_made_finer_still_brings_its_crystal(retriever, sim):
+    """NiS [320]: columns 1.13 Å apart in rows 5.35 Å apart. A detection whose fitted lattice a
+    pseudo-translation halved (the row's centring: half the cell) fits no template of NiS; the
+    index-2 lattices of what was found bring NiS [320] back, first by closeness."""
+    from types import SimpleNamespace
+
+    from model.lattice import lattice_metric
+    from model.retrieval import LATTICE_TOL, fitting_lattices
+
+    index = retriever.index
+    k = next(i for i, r in enumerate(index.records) if r["template_id"] == "NiS-nias" and r["zone_axis"] == [3, 2, 0])
+    l1, l2, cos = index.lattices[k, 0]
+    assert cos == pytest.approx(0.0, abs=1e-6) and l2 > 4 * l1
+    b1, b2 = np.array([l1, 0.0]), np.array([0.0, l2])
+    finer = SimpleNamespace(vectors=np.array([b1, (b1 + b2) / 2]))
+    assert fitting_lattices(lattice_metric(finer.vectors), index.lattice_table(), True)[0][k] > LATTICE_TOL
+    img = clean_image(sim, "SrTiO3-perovskite", (0, 0, 1), rotation=17.0, pixel_size=0.1)  # any embedding will do
+    key = lambda c: (c.template_id, tuple(c.zone_axis))  # noqa: E731
+    plain = retriever.query(img, 0.1, k=10, lattice=finer, lattice_k=40)
+    assert ("NiS-nias", (3, 2, 0)) not in {key(c) for c in plain}
+    cands = retriever.query(img, 0.1, k=10, lattice=finer, lattice_k=40, coarser_k=4)
+    assert [key(c) for c in cands[:len(plain)]] == [key(c) for c in plain]
+    extra = cands[len(plain):]
+    assert 1 <= len(extra) <= 4 and all(c.source == "coarser_lattice" for c in extra)
+    assert key(extra[0]) == ("NiS-nias", (3, 2, 0)) and extra[0].lattice_mismatch < 0.01
+    assert all(c.lattice_mismatch <= LATTICE_TOL for c in extra)
+    assert len({key(c) for c in cands}) == len(cands)
+    # without a pixel size the cell's size is not known, and no coarser lattice is tried
+    assert all(c.source != "coarser_lattice" for c in retriever.query(img, None, k=3, lattice=finer, lattice_k=4,
+                                                                          coarser_k=4))
+
+
 def test_specimen_kind_filter_keeps_one_kind_of_template(retriever, sim):
     from model.lattice import fit_lattice
 
