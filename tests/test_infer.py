@@ -77,12 +77,12 @@ def test_command_line_defaults_are_the_pipelines():
     # the source blur is fitted unless --point-source, and the shipped threshold was calibrated that way
     assert not args.point_source and Options.fit_blur
     assert infer.parse_args(["image.png", "--point-source"]).point_source
-    assert json.loads(CALIBRATION_FILE.read_text())["fit_blur"] == Options.fit_blur
+    calibration = json.loads(CALIBRATION_FILE.read_text())
+    assert calibration["fit_blur"] == Options.fit_blur
     # calibrated before the loop could saturate (bench/calibrate.py --saturation records it)
-    assert json.loads(CALIBRATION_FILE.read_text()).get("saturation", False) == Options.saturation
+    assert calibration.get("saturation", False) == Options.saturation
     assert not args.saturation and infer.parse_args(["image.png", "--saturation"]).saturation
     # and with the coarser lattices' candidates the pipeline verifies by default (bench/calibrate.py --coarser-k)
-    calibration = json.loads(CALIBRATION_FILE.read_text())
     assert (calibration["lattice_k"], calibration["coarser_k"]) == (Options.lattice_k, Options.coarser_k)
 
 
