@@ -62,6 +62,7 @@ def main(argv=None) -> None:
             scores = index.embeddings @ pipe.retriever.embed_image(den.denoised, px)
             measured = fitting_lattices(lattice_metric(B), table, True)[0]
             rec |= {"lattice": [round(float(v), 4) for v in lattice_metric(B)], "source": lattices[0].source,
+                    "truth_lattices": np.round(table[t], 4).tolist(),
                     "truth_fits": bool(measured[t] <= LATTICE_TOL), "fits": int((measured <= LATTICE_TOL).sum())}
             for n in INDICES:
                 mis = np.min([fitting_lattices(lattice_metric(C), table, True)[0] for C in sublattices(B, n)], 0)

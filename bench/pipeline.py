@@ -526,7 +526,9 @@ def summarise(rows: list[dict]) -> dict:
             symmetry_kept=float(np.mean([bool(r.get("symmetry_kept")) for r in crystals if r["accepted"]]))
             if any(r["accepted"] for r in crystals) else None,
             median_lattice_error=float(np.median(errs)) if errs else None,
-            mean_rmsd=float(np.mean([r["rmsd"] for r in crystals if r["rmsd"] is not None])) if errs else None)
+            mean_rmsd=float(np.mean([r["rmsd"] for r in crystals if r["rmsd"] is not None])) if errs else None,
+            # what the loop's time scales with, free of the machine's load
+            candidates_verified=float(np.mean([len(r.get("candidates") or []) for r in crystals])))
     scored = [r for r in crystals if r.get("columns")]
     if scored:
         from model.columns import DetectionScore, pool_scores
