@@ -25,8 +25,10 @@ data-demo: setup
 	$(PY) -m data.build --config configs/demo.yaml
 	$(PY) -m data.preview datasets/demo --out results/demo_preview.png
 
+# one worker per core, at most 4 (each holds torch); a test file stays on one worker, so its module
+# fixtures (a training run, a benchmark build) are made once
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 library: setup
 	$(PY) -m data.library build

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -119,7 +120,7 @@ def library_graphs(cache_dir: str | Path | None = ".cache/graphs") -> dict:
     graphs = {pair_key(e.id, z["uvw"]): zone_graph(e.structure, z["uvw"]) for e, z in zone_axis_pairs()}
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # processes sharing the cache (pytest -n) never share a file
         torch.save(graphs, tmp)
         tmp.replace(path)
     return graphs
