@@ -147,18 +147,11 @@ def orthogonal_cell(atoms: Atoms) -> Atoms:
     return orthogonalize_cell(atoms, max_repetitions=8)
 
 
-def project_columns(atoms: Atoms, tol: float = MERGE_DISTANCE) -> list[Column]:
-    """Group atoms of an orthogonal oriented cell into columns along z.
-
-    Atoms whose projections lie within ``tol`` of a column's first atom join it; the column sits
-    at their Z^1.7-weighted centroid, which is where a HAADF image of the pair peaks.
-    """
-    from ase.data import atomic_numbers
-
-    L = atoms.cell[2, 2]
+def column_members(atoms: Atoms, tol: float = MERGE_DISTANCE) -> tuple[list[list[int]], list[np.ndarray]]:
+    """The atoms of each column of an orthogonal oriented cell (indices), and each column's first atom's
+    projection: atoms whose projections lie within ``tol`` of a column's first atom join it."""
     Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
     xy = atoms.positions[:, :2] % [Lx, Ly]
-    symbols = atoms.get_chemical_symbols()
     cols: list[list[int]] = []
     centres: list[np.ndarray] = []
     for i, p in enumerate(xy):
@@ -171,6 +164,20 @@ def project_columns(atoms: Atoms, tol: float = MERGE_DISTANCE) -> list[Column]:
         else:
             cols.append([i])
             centres.append(p)
+    return cols, centres
+
+
+def project_columns(atoms: Atoms, tol: float = MERGE_DISTANCE) -> list[Column]:
+    """Group atoms of an orthogonal oriented cell into columns along z (``column_members``); each column
+    sits at its atoms' Z^1.7-weighted centroid, which is where a HAADF image of the pair peaks.
+    """
+    from ase.data import atomic_numbers
+
+    L = atoms.cell[2, 2]
+    Lx, Ly = atoms.cell[0, 0], atoms.cell[1, 1]
+    xy = atoms.positions[:, :2] % [Lx, Ly]
+    symbols = atoms.get_chemical_symbols()
+    cols, centres = column_members(atoms, tol)
     out = []
     for idx, c in zip(cols, centres):
         counts: dict[str, int] = {}
