@@ -100,7 +100,11 @@ def channelled(case: dict, length: float, power: float, a: float) -> np.ndarray:
 
 
 def evaluate(case: dict, level: float | None, q: float = 1.0, k: float = 1.0, image: np.ndarray | None = None) -> dict:
-    img = image if image is not None else case["linear"] if level is None else saturate(k * case["linear"], level * k, q)
+    """Column error and correlation against multislice of ``image``, or else of the linear image read through
+    ``saturate`` at ``level`` (None: as it is); ``scale``, what brings it onto multislice's level."""
+    img = image
+    if img is None:
+        img = case["linear"] if level is None else saturate(k * case["linear"], level * k, q)
     C = render(RepeatImage({"haadf": img}, case["cell"], case["thickness"], case["cols"], "convolution"), case["geom"])
     return {"column_error": float(column_error(case["R"], C, case["labels"], scale="brightest")),
             "correlation": float(np.corrcoef(img.ravel(), case["ref"].ravel())[0, 1]),
@@ -124,7 +128,11 @@ def main() -> None:
     k = float(np.exp(np.median([np.log(evaluate(c, level, q)["scale"]) for c in cases])))
     chan = {(float(L), p, a): [evaluate(c, None, image=channelled(c, L, p, a))["column_error"] for c in cases]
             for L in LENGTHS for p in POWERS for a in DENSITY_EXPONENTS}
-    best = min(chan, key=lambda p: np.mean(chan[p]))
+
+    def best_of(keys):
+        return min(keys, key=lambda key: np.mean(chan[key]))
+
+    best = best_of(chan)
     kc = float(np.exp(np.median([np.log(evaluate(c, None, image=channelled(c, *best))["scale"]) for c in cases])))
     report = {"thicknesses": list(THICKNESSES), "fitted_on": args.crystals,
               "fitted": {"saturation": round(level * k, 4), "sharpness": q, "scale_factor": round(k, 4),
@@ -132,10 +140,9 @@ def main() -> None:
               "channelling": {"length": round(best[0], 2), "power": best[1], "density_exponent": best[2],
                               "scale_factor": round(kc, 4),
                               "best_per_density_exponent": {
-                                  str(a): (lambda L, p, _: {"length": round(L, 2), "power": p,
-                                                            "mean_column_error": round(float(np.mean(chan[L, p, a])), 4)})(
-                                      *min((k for k in chan if k[2] == a), key=lambda k: np.mean(chan[k])))
-                                  for a in DENSITY_EXPONENTS},
+                                  str(key[2]): {"length": round(key[0], 2), "power": key[1],
+                                                "mean_column_error": round(float(np.mean(chan[key])), 4)}
+                                  for key in (best_of([k for k in chan if k[2] == a]) for a in DENSITY_EXPONENTS)},
                               "mean_column_error": {f"{L:.4g}, {p}, {a}": round(float(np.mean(v)), 4)
                                                     for (L, p, a), v in chan.items()}},
               "shipped": SATURATION_FIT,
@@ -165,8 +172,9 @@ def main() -> None:
     if args.check:
         report["check"] = rows(cases_of(args.check, ms, cv))
         report["check_summary"] = summary(report["check"])
-    print("fitted", report["fitted"], "\nchannelling", {k: v for k, v in report["channelling"].items()
-                                                       if k != "mean_column_error"}, "\nsummary", report["summary"], "\ncheck", report.get("check_summary"))
+    channelling = {key: v for key, v in report["channelling"].items() if key != "mean_column_error"}
+    print("fitted", report["fitted"], "\nchannelling", channelling, "\nsummary", report["summary"],
+          "\ncheck", report.get("check_summary"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
