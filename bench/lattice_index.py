@@ -5,7 +5,7 @@
 For each crystal of a set built by ``bench/pipeline.py build``, the pipeline's own stages denoise the image
 and fit its lattices (``model.lattice.image_lattices``), as ``infer.py`` does. The first lattice is then
 compared with every template's (``model.retrieval.fitting_lattices``, 5 %) as measured, and as each lattice of
-index 2, 3 and 4 in it (``model.lattice.sublattices``; the pipeline tries those of index 2). Where
+index 2, 3 and 4 in it (``model.retrieval.coarser_mismatch``; the pipeline tries those of index 2). Where
 the truth fits only a coarser one, the sample records its rank among that index's fits by closeness (what
 ``Retriever.query(coarser_k=)`` takes) and by embedding score, and how many templates fit. Writes
 bench/results/lattice_index_<set>.json.
@@ -37,9 +37,9 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     from datasets import load_from_disk
 
-    from model.lattice import image_lattices, lattice_metric, sublattices
+    from model.lattice import image_lattices, lattice_metric
     from model.pipeline import Options, Pipeline
-    from model.retrieval import LATTICE_TOL, fitting_lattices, pair_key
+    from model.retrieval import LATTICE_TOL, coarser_mismatch, fitting_lattices, pair_key
 
     t0 = time.time()
     ds = load_from_disk(str(args.data)).with_format("numpy")
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
                     "truth_lattices": np.round(table[t], 4).tolist(),
                     "truth_fits": bool(measured[t] <= LATTICE_TOL), "fits": int((measured <= LATTICE_TOL).sum())}
             for n in INDICES:
-                mis = np.min([fitting_lattices(lattice_metric(C), table, True)[0] for C in sublattices(B, n)], 0)
+                mis = coarser_mismatch(B, table, n)
                 fits = (mis <= LATTICE_TOL) & (measured > LATTICE_TOL)
                 rec[f"index{n}"] = {"fits": int(fits.sum()), "truth_fits": bool(fits[t])}
                 if fits[t]:

@@ -368,6 +368,14 @@ def lattice_mismatch(measured: np.ndarray, table: np.ndarray, scale_known: bool 
     return mis.min(-1) if mis.ndim > 1 and not per_lattice else mis
 
 
+def coarser_mismatch(vectors: np.ndarray, table: np.ndarray, index: int = 2) -> np.ndarray:
+    """For each (template, zone axis) of ``table``, its mismatch (with a scale, as ``fitting_lattices``) to the
+    nearest of the lattices of ``index`` in the measured lattice ``vectors`` (``model.lattice.sublattices``)."""
+    from model.lattice import lattice_metric, sublattices
+
+    return np.min([fitting_lattices(lattice_metric(B), table, True)[0] for B in sublattices(vectors, index)], axis=0)
+
+
 def fitting_lattices(measured: np.ndarray, table: np.ndarray, scale_known: bool, lattice_tol: float = LATTICE_TOL,
                      pixel_prior=None) -> tuple[np.ndarray, np.ndarray | None]:
     """For each (template, zone axis) of ``table`` (``TemplateIndex.lattice_table``): the mismatch of the one
@@ -556,11 +564,7 @@ class Retriever:
         index-2 lattices within ``lattice_tol``, closest first; with every row's mismatch to the nearest of them.
         Closest, not best-embedded: the three [320] images this was made for have their truth first by
         closeness, and as late as ninth by embedding (bench/lattice_index.py)."""
-        from model.lattice import lattice_metric, sublattices
-
-        table = self.index.lattice_table()
-        mis = np.min([fitting_lattices(lattice_metric(B), table, True)[0] for B in sublattices(lattice.vectors, 2)],
-                     axis=0)
+        mis = coarser_mismatch(lattice.vectors, self.index.lattice_table())
         fits = mask & (mis <= lattice_tol)
         fits[taken] = False
         return top_k(np.where(fits, -mis, -np.inf), k), mis
